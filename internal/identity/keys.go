@@ -46,13 +46,3 @@ func generateKey(kt KeyType) (crypto.Signer, error) {
 	}
 	return key, nil
 }
-
-// describeKey names a public key's algorithm for humans ("ECDSA P-256").
-func describeKey(pub crypto.PublicKey) string {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		return "ECDSA " + k.Curve.Params().Name
-	default:
-		return fmt.Sprintf("%T", pub)
-	}
-}

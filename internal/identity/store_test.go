@@ -76,9 +76,9 @@ func TestLoadCARejectsBadInput(t *testing.T) {
 	pki := newTestPKI(t, "cluster.local")
 	other := newTestPKI(t, "cluster.local")
 	cases := []struct {
-		name  string
+		name   string
 		damage func(t *testing.T, dir string)
-		want  []string
+		want   []string
 	}{
 		{"corrupt certificate PEM", func(t *testing.T, dir string) {
 			data, _ := os.ReadFile(filepath.Join(dir, RootCertFile))

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ztcn/ztcn/internal/agent"
+	"github.com/ztcn/ztcn/internal/config"
+)
+
+func newAgentCommand() *cobra.Command {
+	var (
+		configPath, adminAddress string
+		dev                      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent [--config runtime.toml] [--dev]",
+		Short: "Run the node agent: workload identities, Workload API, admin endpoint (/healthz, /readyz)",
+		Long: `Run the node agent until SIGINT or SIGTERM.
+
+With --dev everything lives in memory: a fresh root CA is generated at start
+and no file is needed. Without it the CA is loaded from identity.ca_path: a
+root (root.crt, root.key) from which the agent makes its own node
+intermediate, or a node CA from 'ztcn ca issue-node'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := config.Default()
+			if configPath != "" {
+				var err error
+				if cfg, err = config.Load(configPath); err != nil {
+					return err
+				}
+			}
+			if adminAddress != "" {
+				cfg.Telemetry.AdminAddress = adminAddress
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			a, err := agent.New(agent.Options{Config: cfg, Dev: dev, Logger: log})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "runtime.toml (default: built-in defaults)")
+	cmd.Flags().BoolVar(&dev, "dev", false, "development mode: in-memory root CA, no files needed")
+	cmd.Flags().StringVar(&adminAddress, "admin-address", "", "override telemetry.admin_address (host:port)")
+	return cmd
+}
+

@@ -1,0 +1,250 @@
+// Package agent wires the node agent together: workload registry, identity,
+// Workload API and the admin endpoint. It is, with cmd/ztcn, the only place
+// that knows about every layer.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ztcn/ztcn/internal/config"
+	"github.com/ztcn/ztcn/internal/identity"
+	"github.com/ztcn/ztcn/internal/workload"
+)
+
+// Options configure an Agent.
+type Options struct {
+	Config *config.Config
+	// Dev keeps everything in memory: a fresh root CA per trust domain is
+	// generated at start and nothing is read from ca_path.
+	Dev    bool
+	Logger *slog.Logger
+}
+
+// Agent is the node agent.
+type Agent struct {
+	cfg         *config.Config
+	log         *slog.Logger
+	registry    *workload.Registry
+	bundles     *identity.Bundles
+	revocations *identity.Revocations
+	identities  *identity.Manager
+	federation  []identity.Federation
+	ready       atomic.Bool
+	adminAddr   atomic.Value // net.Addr, once listening
+}
+
+// New builds an agent and loads its CA. A CA that cannot be loaded is an
+// error here, before anything listens: an agent without identity would
+// only fail every workload later.
+func New(opts Options) (*Agent, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		cfg = config.Default()
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.ResolveNodeName(); err != nil {
+		return nil, err
+	}
+	td, err := identity.ParseTrustDomain(cfg.Identity.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	keyType, err := identity.ParseKeyType(string(cfg.Identity.KeyType))
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:         cfg,
+		log:         log,
+		registry:    workload.NewRegistry(),
+		bundles:     identity.NewBundles(),
+		revocations: identity.NewRevocations(),
+	}
+	for _, f := range cfg.Identity.Federation {
+		ftd, err := identity.ParseTrustDomain(f.TrustDomain)
+		if err != nil {
+			return nil, err
+		}
+		a.federation = append(a.federation, identity.Federation{TrustDomain: ftd, BundlePath: f.BundlePath})
+	}
+
+	nodeName := cfg.Agent.NodeName
+	var create func(spiffeid.TrustDomain) (*identity.CA, error)
+	if opts.Dev {
+		create = func(td spiffeid.TrustDomain) (*identity.CA, error) {
+			root, err := identity.NewRootCA(td, identity.DefaultRootTTL, identity.WithKeyType(keyType))
+			if err != nil {
+				return nil, err
+			}
+			log.Info("generated in-memory root CA (dev mode)", "trust_domain", td.Name(), "fingerprint", identity.Fingerprint(root.Certificate()))
+			return root.NewNodeCA(nodeName, identity.DefaultRootTTL)
+		}
+	} else {
+		create = func(ctd spiffeid.TrustDomain) (*identity.CA, error) {
+			dir := cfg.Identity.CAPath
+			if ctd != td {
+				// Tenants' CAs live in subdirectories named after their domain.
+				dir = filepath.Join(dir, ctd.Name())
+			}
+			return loadSigningCA(dir, nodeName, keyType)
+		}
+	}
+	authorities := identity.NewAuthorities(a.bundles, create)
+	// The node's own trust domain must have a CA now, not at the first pod.
+	if _, err := authorities.For(td); err != nil {
+		return nil, err
+	}
+	a.identities = identity.NewManager(identity.ManagerConfig{
+		TrustDomain:             td,
+		TrustDomainPerNamespace: cfg.Identity.TrustDomainPerNamespace,
+		Authorities:             authorities,
+		Revocations:             a.revocations,
+		Rotation:                cfg.RotationFor,
+	})
+	return a, nil
+}
+
+// loadSigningCA loads the CA in dir. A root alone is enough: the agent then
+// makes its own node intermediate in memory, so the root key signs one
+// certificate per agent start and every leaf names this node.
+func loadSigningCA(dir, node string, kt identity.KeyType) (*identity.CA, error) {
+	ca, err := identity.LoadCA(dir, identity.WithKeyType(kt))
+	if err != nil {
+		return nil, err
+	}
+	if ca.IsRoot() {
+		return ca.NewNodeCA(node, identity.DefaultNodeTTL)
+	}
+	return ca, nil
+}
+
+// Registry is the node's workload registry.
+func (a *Agent) Registry() *workload.Registry { return a.registry }
+
+// Identities is the node's identity manager.
+func (a *Agent) Identities() *identity.Manager { return a.identities }
+
+// Bundles are the trust bundles this node verifies peers with.
+func (a *Agent) Bundles() *identity.Bundles { return a.bundles }
+
+// Verifier checks peers against this node's bundles and revocations.
+func (a *Agent) Verifier() *identity.Verifier {
+	return identity.NewVerifier(a.bundles, a.revocations)
+}
+
+// RunPod registers a pod and issues its identity before returning, so a
+// runtime adapter can hold the pod's start until it has one. If issuing
+// fails the pod is unregistered again: no pod runs without identity.
+func (a *Agent) RunPod(p workload.Pod) (*identity.SVID, error) {
+	if err := a.registry.RunPodSandbox(p); err != nil {
+		return nil, err
+	}
+	svid, err := a.identities.Start(workloadOf(p))
+	if err != nil {
+		_ = a.registry.StopPodSandbox(p.UID)
+		return nil, err
+	}
+	a.log.Info("workload identity issued", "pod", p.Namespace+"/"+p.Name, "uid", p.UID, "spiffe_id", svid.ID.String(), "not_after", svid.NotAfter())
+	return svid, nil
+}
+
+// StopPod revokes a pod's identity and removes it.
+func (a *Agent) StopPod(uid string) error {
+	idErr := a.identities.Stop(uid)
+	regErr := a.registry.StopPodSandbox(uid)
+	if idErr == nil {
+		a.log.Info("workload identity revoked", "uid", uid)
+	}
+	return errors.Join(idErr, regErr)
+}
+
+func workloadOf(p workload.Pod) identity.Workload {
+	return identity.Workload{UID: p.UID, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, Labels: p.Labels}
+}
+
+// AdminAddr is the admin endpoint's address once Run listens, else nil.
+func (a *Agent) AdminAddr() net.Addr {
+	if v, ok := a.adminAddr.Load().(net.Addr); ok {
+		return v
+	}
+	return nil
+}
+
+// Run serves until ctx is cancelled, then stops every part and returns.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	if err := a.bundles.WatchFederation(ctx, a.federation, a.cfg.Identity.BundleRefresh, func(err error) {
+		a.log.Error("federated bundle not reloaded; the last good bundle stays in force", "error", err)
+	}); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", a.cfg.Telemetry.AdminAddress)
+	if err != nil {
+		return fmt.Errorf("agent: admin endpoint: %w", err)
+	}
+	a.adminAddr.Store(ln.Addr())
+	admin := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("agent: admin endpoint: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_ = a.identities.Run(ctx)
+	}()
+
+	a.ready.Store(true)
+	a.log.Info("agent ready", "node", a.cfg.Agent.NodeName, "trust_domain", a.cfg.Identity.TrustDomain, "admin", ln.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	a.ready.Store(false)
+	cancel()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = admin.Shutdown(shutdownCtx)
+	wg.Wait()
+	a.log.Info("agent stopped")
+	return runErr
+}
+
+func (a *Agent) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
