@@ -1,0 +1,41 @@
+# ztcn — build, test, lint, bench. `make test` is the whole suite; CI runs it
+# through .ci/run as root.
+
+GO          ?= go
+BIN         ?= bin/ztcn
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+# Package patterns for the default suite; long benchmarks live in bench/.
+PKGS        ?= ./...
+
+.PHONY: all build test lint vet staticcheck bench fmt clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/ztcn
+
+# Tests that need root (network namespaces) skip without it, except under
+# CI=true, where they fail instead.
+test:
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(STATICCHECK) $(PKGS)
+
+lint: vet staticcheck
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+
+# Go benchmarks of the hot paths, each beside its baseline.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
