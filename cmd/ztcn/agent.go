@@ -53,4 +53,3 @@ intermediate, or a node CA from 'ztcn ca issue-node'.`,
 	cmd.Flags().StringVar(&adminAddress, "admin-address", "", "override telemetry.admin_address (host:port)")
 	return cmd
 }
-
