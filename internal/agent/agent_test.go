@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ztcn/ztcn/internal/config"
+	"github.com/ztcn/ztcn/internal/identity"
+	"github.com/ztcn/ztcn/internal/workload"
+)
+
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	cfg := config.Default()
+	dir := t.TempDir()
+	cfg.Agent.NodeName = "test-node"
+	cfg.Agent.ControlSocket = filepath.Join(dir, "control.sock")
+	cfg.Identity.WorkloadAPISocket = filepath.Join(dir, "workload.sock")
+	cfg.Identity.CAPath = filepath.Join(dir, "ca")
+	cfg.Telemetry.AdminAddress = "127.0.0.1:0"
+	return cfg
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// startAgent runs a and returns once its admin endpoint answers.
+func startAgent(t *testing.T, a *Agent) (base string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.AdminAddr() == nil {
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("agent stopped at start: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatal("agent did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("agent did not stop")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return "http://" + a.AdminAddr().String(), stop
+}
+
+func status(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestDevAgentIssuesAndRevokesPodIdentities(t *testing.T) {
+	a, err := New(Options{Config: testConfig(t), Dev: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, stop := startAgent(t, a)
+	waitReady(t, base)
+	if got := status(t, base+"/healthz"); got != http.StatusOK {
+		t.Fatalf("/healthz = %d", got)
+	}
+
+	svid, err := a.RunPod(workload.Pod{UID: "uid-1", Name: "web-0", Namespace: "shop", ServiceAccount: "web", Labels: map[string]string{"app": "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svid.ID.String() != "spiffe://cluster.local/ns/shop/sa/web" {
+		t.Fatalf("ID = %s", svid.ID)
+	}
+	raw := [][]byte{svid.Certificates[0].Raw, svid.Certificates[1].Raw}
+	if _, err := a.Verifier().Verify(raw, x509.ExtKeyUsageClientAuth); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.StopPod("uid-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Verifier().Verify(raw, x509.ExtKeyUsageClientAuth); err == nil {
+		t.Fatal("SVID of a stopped pod still verifies")
+	}
+	if _, ok := a.Registry().Get("uid-1"); ok {
+		t.Fatal("stopped pod still registered")
+	}
+
+	if err := stop(); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+func TestPodWithoutIdentityIsNotRegistered(t *testing.T) {
+	a, err := New(Options{Config: testConfig(t), Dev: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RunPod(workload.Pod{UID: "uid-1", Name: "x", Namespace: "shop"}); err == nil {
+		t.Fatal("pod without service account got an identity")
+	}
+	if _, ok := a.Registry().Get("uid-1"); ok {
+		t.Fatal("pod whose identity failed stays registered")
+	}
+}
+
+func TestAgentWithOnlyARootMakesItsOwnNodeCA(t *testing.T) {
+	cfg := testConfig(t)
+	root, err := identity.NewRootCA(spiffeid.RequireTrustDomainFromString("cluster.local"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := identity.WriteRootCA(cfg.Identity.CAPath, root, false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{Config: cfg, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := a.RunPod(workload.Pod{UID: "u", Name: "p", Namespace: "a", ServiceAccount: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := svid.Certificates[1]
+	if !strings.Contains(node.Subject.CommonName, "test-node") || node.CheckSignatureFrom(root.Certificate()) != nil {
+		t.Fatalf("leaf not issued through a node CA of this root: chain %v", node.Subject)
+	}
+}
+
+func TestAgentRefusesToStartWithoutCA(t *testing.T) {
+	_, err := New(Options{Config: testConfig(t), Logger: quietLogger()})
+	if err == nil || !strings.Contains(err.Error(), "root.crt") {
+		t.Fatalf("err = %v, want it to name the missing root.crt", err)
+	}
+}
+
+func TestAgentRefusesToStartWithAMissingFederatedBundle(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Identity.Federation = []config.Federation{{TrustDomain: "partner.example", BundlePath: "/nonexistent/partner.json"}}
+	a, err := New(Options{Config: cfg, Dev: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "partner.example") {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for status(t, base+"/readyz") != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz never became 200")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
