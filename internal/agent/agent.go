@@ -85,13 +85,20 @@ func New(opts Options) (*Agent, error) {
 	nodeName := cfg.Agent.NodeName
 	var create func(spiffeid.TrustDomain) (*identity.CA, error)
 	if opts.Dev {
+		// One root per trust domain for the agent's lifetime; node CAs are
+		// re-made from it as they age (Authorities.For).
+		roots := make(map[spiffeid.TrustDomain]*identity.CA)
 		create = func(td spiffeid.TrustDomain) (*identity.CA, error) {
-			root, err := identity.NewRootCA(td, identity.DefaultRootTTL, identity.WithKeyType(keyType))
-			if err != nil {
-				return nil, err
+			root, ok := roots[td]
+			if !ok {
+				var err error
+				if root, err = identity.NewRootCA(td, identity.DefaultRootTTL, identity.WithKeyType(keyType)); err != nil {
+					return nil, err
+				}
+				roots[td] = root
+				log.Info("generated in-memory root CA (dev mode)", "trust_domain", td.Name(), "fingerprint", identity.Fingerprint(root.Certificate()))
 			}
-			log.Info("generated in-memory root CA (dev mode)", "trust_domain", td.Name(), "fingerprint", identity.Fingerprint(root.Certificate()))
-			return root.NewNodeCA(nodeName, identity.DefaultRootTTL)
+			return root.NewNodeCA(nodeName, identity.DefaultNodeTTL)
 		}
 	} else {
 		create = func(ctd spiffeid.TrustDomain) (*identity.CA, error) {

@@ -29,18 +29,28 @@ func NewAuthorities(bundles *Bundles, create func(spiffeid.TrustDomain) (*CA, er
 	return a
 }
 
-// For returns the CA that signs leaves of td.
+// For returns the CA that signs leaves of td. A CA past half its lifetime
+// is replaced by a fresh one from create (a new node intermediate, or the
+// files an operator rotated on disk) so that leaves are never cut short by
+// their CA; if that fails, the current CA serves on until it expires.
 func (a *Authorities) For(td spiffeid.TrustDomain) (*CA, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if ca, ok := a.byTD[td]; ok {
-		return ca, nil
+	cur, ok := a.byTD[td]
+	if ok && !cur.pastHalfLife() {
+		return cur, nil
 	}
 	if a.create == nil {
+		if ok {
+			return cur, nil
+		}
 		return nil, fmt.Errorf("identity: no CA for trust domain %q", td.Name())
 	}
 	ca, err := a.create(td)
 	if err != nil {
+		if ok && !cur.expired() {
+			return cur, nil
+		}
 		return nil, fmt.Errorf("identity: CA for trust domain %q: %w", td.Name(), err)
 	}
 	if ca.TrustDomain() != td {

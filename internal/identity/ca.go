@@ -198,6 +198,11 @@ func (ca *CA) IssueSVID(req SVIDRequest) (*SVID, error) {
 	if req.TTL <= 0 {
 		return nil, fmt.Errorf("identity: TTL %s must be positive", req.TTL)
 	}
+	if ca.expired() {
+		// Fail closed: a leaf capped at an expired CA's NotAfter would be
+		// born expired, and nobody would accept it anyway.
+		return nil, fmt.Errorf("identity: CA %q expired at %s", ca.cert.Subject, ca.cert.NotAfter.UTC().Format(time.RFC3339))
+	}
 	ext, err := req.Claims.extension()
 	if err != nil {
 		return nil, err
@@ -238,6 +243,13 @@ func (ca *CA) IssueSVID(req SVIDRequest) (*SVID, error) {
 		PrivateKey:   key,
 		Claims:       cloneClaims(req.Claims),
 	}, nil
+}
+
+func (ca *CA) expired() bool { return !ca.now().Before(ca.cert.NotAfter) }
+
+func (ca *CA) pastHalfLife() bool {
+	c := ca.cert
+	return ca.now().After(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2))
 }
 
 // capExpiry keeps what the CA signs from outliving the CA itself: a chain is

@@ -216,3 +216,52 @@ func TestManagerRejectsWorkloadsWithoutIdentityFields(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthoritiesReplaceACAPastHalfLife(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	now := time.Now()
+	clock := func() time.Time { return now }
+	root, err := NewRootCA(td, DefaultRootTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	create := func(spiffeid.TrustDomain) (*CA, error) {
+		created++
+		node, err := root.NewNodeCA("n", time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		node.now = clock
+		return node, nil
+	}
+	a := NewAuthorities(NewBundles(), create)
+	first, err := a.For(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := a.For(td); again != first || created != 1 {
+		t.Fatal("a young CA was replaced")
+	}
+	now = now.Add(40 * time.Minute)
+	second, err := a.For(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first || created != 2 {
+		t.Fatal("a CA past half its life was not replaced")
+	}
+}
+
+func TestExpiredCAIssuesNothing(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	later := func() time.Time { return time.Now().Add(2 * time.Hour) }
+	root, err := NewRootCA(td, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root.now = later
+	if _, err := root.IssueSVID(SVIDRequest{ID: spiffeid.RequireFromPath(td, "/x"), TTL: time.Minute}); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("err = %v", err)
+	}
+}
