@@ -320,3 +320,17 @@ func get(t *testing.T, url string) string {
 	_, _ = b.ReadFrom(resp.Body)
 	return b.String()
 }
+
+// TestExampleRuntimeTOMLIsTheDefault keeps examples/runtime.toml, which the
+// README points newcomers to, valid and equal to the built-in defaults.
+func TestExampleRuntimeTOMLIsTheDefault(t *testing.T) {
+	example := mustZtcn(t, "config", "check", "../../examples/runtime.toml")
+	empty := filepath.Join(t.TempDir(), "empty.toml")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defaults := mustZtcn(t, "config", "check", empty)
+	if example != defaults {
+		t.Fatalf("examples/runtime.toml differs from the defaults:\n%s\nvs\n%s", example, defaults)
+	}
+}
