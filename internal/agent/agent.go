@@ -20,6 +20,7 @@ import (
 	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/workload"
+	"github.com/ztcn/ztcn/internal/workloadapi"
 )
 
 // Options configure an Agent.
@@ -209,9 +210,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.adminAddr.Store(ln.Addr())
 	admin := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 
+	wapi, err := workloadapi.New(a.cfg.Identity.WorkloadAPISocket, a.registry, a.identities, a.bundles, workloadapi.WithLogger(a.log))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("agent: workload API: %w", err)
+	}
+
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(2)
+	errc := make(chan error, 3)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := wapi.Serve(ctx); err != nil {
+			errc <- fmt.Errorf("agent: workload API: %w", err)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -223,8 +236,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = a.identities.Run(ctx)
 	}()
 
-	a.ready.Store(true)
-	a.log.Info("agent ready", "node", a.cfg.Agent.NodeName, "trust_domain", a.cfg.Identity.TrustDomain, "admin", ln.Addr().String())
+	// Ready only once workloads can reach the Workload API.
+	select {
+	case <-wapi.Listening():
+		a.ready.Store(true)
+		a.log.Info("agent ready", "node", a.cfg.Agent.NodeName, "trust_domain", a.cfg.Identity.TrustDomain,
+			"admin", ln.Addr().String(), "workload_api", a.cfg.Identity.WorkloadAPISocket)
+	case err := <-errc:
+		errc <- err
+	}
 
 	var runErr error
 	select {

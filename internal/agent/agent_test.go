@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/identity"
@@ -181,5 +182,33 @@ func waitReady(t *testing.T, base string) {
 			t.Fatal("/readyz never became 200")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWorkloadFetchesItsSVIDFromTheAgent: a workload (here the test process,
+// registered with its own network namespace) gets its SVID from the agent's
+// Workload API with go-spiffe's client, and the SVID the agent revokes at
+// stop is the one it fetched.
+func TestWorkloadFetchesItsSVIDFromTheAgent(t *testing.T) {
+	cfg := testConfig(t)
+	a, err := New(Options{Config: cfg, Dev: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := startAgent(t, a)
+	waitReady(t, base)
+	svid, err := a.RunPod(workload.Pod{UID: "self", Name: "self", Namespace: "dev", ServiceAccount: "tester", NetnsPath: "/proc/self/ns/net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fetched, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+cfg.Identity.WorkloadAPISocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fetched.ID != svid.ID || !fetched.Certificates[0].Equal(svid.Leaf()) {
+		t.Fatalf("fetched %s, agent issued %s", fetched.ID, svid.ID)
 	}
 }

@@ -59,18 +59,27 @@ func (b *Bundles) Set(td spiffeid.TrustDomain, authorities []*x509.Certificate) 
 
 // Add appends authorities to td's bundle, keeping those already there.
 func (b *Bundles) Add(td spiffeid.TrustDomain, authorities ...*x509.Certificate) {
-	b.mu.RLock()
+	b.mu.Lock()
 	var merged []*x509.Certificate
+	seq := uint64(1)
 	if cur := b.byTD[td]; cur != nil {
 		merged = append(merged, cur.authorities...)
+		seq = cur.sequence + 1
 	}
-	b.mu.RUnlock()
+	changed := false
 	for _, a := range authorities {
 		if !containsCertificate(merged, a) {
 			merged = append(merged, a)
+			changed = true
 		}
 	}
-	b.Set(td, merged)
+	if changed {
+		b.byTD[td] = &trustBundle{authorities: merged, sequence: seq}
+	}
+	b.mu.Unlock()
+	if changed {
+		b.changes.Publish(td)
+	}
 }
 
 // Remove stops trusting td.
