@@ -30,7 +30,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintf(stderr, "ztcn: %v\n", err)
+		if err != errSilent {
+			fmt.Fprintf(stderr, "ztcn: %v\n", err)
+		}
 		return 1
 	}
 	return 0
@@ -53,6 +55,8 @@ allowed only by policy.`,
 		newAgentCommand(),
 		newCACommand(),
 		newSVIDCommand(),
+		newPolicyCommand(),
+		newCheckCommand(),
 	)
 	return root
 }
