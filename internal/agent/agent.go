@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/identity"
+	"github.com/ztcn/ztcn/internal/policy"
 	"github.com/ztcn/ztcn/internal/workload"
 	"github.com/ztcn/ztcn/internal/workloadapi"
 )
@@ -41,6 +43,10 @@ type Agent struct {
 	revocations *identity.Revocations
 	identities  *identity.Manager
 	federation  []identity.Federation
+	// policy reloads the policy files live; nil in dev mode without a
+	// policy file, where the empty (default-deny) policy in fixed applies.
+	policy *policy.Watcher
+	fixed  *policy.Snapshot
 	ready       atomic.Bool
 	adminAddr   atomic.Value // net.Addr, once listening
 }
@@ -116,6 +122,9 @@ func New(opts Options) (*Agent, error) {
 	if _, err := authorities.For(td); err != nil {
 		return nil, err
 	}
+	if err := a.loadPolicy(opts.Dev); err != nil {
+		return nil, err
+	}
 	a.identities = identity.NewManager(identity.ManagerConfig{
 		TrustDomain:             td,
 		TrustDomainPerNamespace: cfg.Identity.TrustDomainPerNamespace,
@@ -124,6 +133,45 @@ func New(opts Options) (*Agent, error) {
 		Rotation:                cfg.RotationFor,
 	})
 	return a, nil
+}
+
+// loadPolicy starts watching policy.config_path. Only dev mode may run
+// without the file, and then with the empty policy: default deny.
+func (a *Agent) loadPolicy(dev bool) error {
+	path := a.cfg.Policy.ConfigPath
+	mode := policy.IsolationMode(a.cfg.Policy.Isolation)
+	if _, err := os.Stat(path); err != nil && dev {
+		ix, err := policy.Compile(&policy.Set{}, mode)
+		if err != nil {
+			return err
+		}
+		a.fixed = &policy.Snapshot{Index: ix, Version: 1, LoadedAt: time.Now()}
+		a.log.Warn("no policy file; every flow is denied (dev mode)", "path", path)
+		return nil
+	}
+	w, err := policy.NewWatcher([]string{path}, mode,
+		policy.WithLinter(policy.Lint),
+		policy.WithOnReload(func(r policy.ReloadResult) {
+			switch {
+			case !r.OK:
+				a.log.Error("policy reload failed; the last good policy stays in force", "error", r.Err)
+			case r.Changed:
+				a.log.Info("policy loaded", "version", r.Version, "warnings", len(r.Diagnostics))
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("agent: policy: %w", err)
+	}
+	a.policy = w
+	return nil
+}
+
+// Policy is the policy in force.
+func (a *Agent) Policy() *policy.Snapshot {
+	if a.policy != nil {
+		return a.policy.Current()
+	}
+	return a.fixed
 }
 
 // loadSigningCA loads the CA in dir. A root alone is enough: the agent then
@@ -217,8 +265,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	wg.Add(3)
+	if a.policy != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.policy.Run(ctx); err != nil {
+				errc <- fmt.Errorf("agent: policy watcher: %w", err)
+			}
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		if err := wapi.Serve(ctx); err != nil {

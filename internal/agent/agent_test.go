@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +29,10 @@ func testConfig(t *testing.T) *config.Config {
 	cfg.Identity.WorkloadAPISocket = filepath.Join(dir, "workload.sock")
 	cfg.Identity.CAPath = filepath.Join(dir, "ca")
 	cfg.Telemetry.AdminAddress = "127.0.0.1:0"
+	cfg.Policy.ConfigPath = filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(cfg.Policy.ConfigPath, []byte("policies: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return cfg
 }
 
@@ -210,5 +215,62 @@ func TestWorkloadFetchesItsSVIDFromTheAgent(t *testing.T) {
 	}
 	if fetched.ID != svid.ID || !fetched.Certificates[0].Equal(svid.Leaf()) {
 		t.Fatalf("fetched %s, agent issued %s", fetched.ID, svid.ID)
+	}
+}
+
+func TestAgentReloadsPolicyLiveAndKeepsTheLastGoodOne(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Policy.ConfigPath = filepath.Join(t.TempDir(), "policy.yaml")
+	write := func(content string) {
+		t.Helper()
+		tmp := cfg.Policy.ConfigPath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfg.Policy.ConfigPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("policies:\n  - subject: \"app:a\"\n    allow:\n      - destination: \"app:b\"\n        ports: [80]\n")
+	a, err := New(Options{Config: cfg, Logger: quietLogger(), Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, a)
+	if v := a.Policy().Version; v != 1 {
+		t.Fatalf("version %d", v)
+	}
+	write("policies:\n  - subject: \"app:a\"\n    allow:\n      - destination: \"app:b\"\n        ports: [443]\n")
+	waitFor(t, func() bool { return a.Policy().Version == 2 })
+	write("policies: [ broken")
+	time.Sleep(500 * time.Millisecond)
+	if v := a.Policy().Version; v != 2 {
+		t.Fatalf("a broken file replaced the policy: version %d", v)
+	}
+}
+
+func TestDevAgentWithoutPolicyDeniesEverything(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Policy.ConfigPath = filepath.Join(t.TempDir(), "missing.yaml")
+	a, err := New(Options{Config: cfg, Logger: quietLogger(), Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Policy().Index.Stats().Rules != 0 {
+		t.Fatal("dev agent without a policy file has rules")
+	}
+	if _, err := New(Options{Config: cfg, Logger: quietLogger()}); err == nil {
+		t.Fatal("a production agent started without its policy file")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

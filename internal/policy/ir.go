@@ -56,6 +56,9 @@ type Position struct {
 }
 
 func (p Position) String() string {
+	if p.Line == 0 {
+		return p.File
+	}
 	if p.Col > 0 {
 		return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
 	}
