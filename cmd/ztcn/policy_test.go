@@ -172,3 +172,21 @@ func TestCheckIsTheCIGate(t *testing.T) {
 		}
 	})
 }
+
+func TestPolicyImportTranslatesExactlyOrSaysWhy(t *testing.T) {
+	// Holds both exact and untranslatable rules (namespace-label and
+	// matchExpressions peers).
+	np := "../../internal/policy/testdata/kube/upstream-style.yaml"
+	r := ztcn(t, "policy", "import", np)
+	if r.code != 0 || !strings.Contains(r.stdout, "policies:") || !strings.Contains(r.stderr, "dropped") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := ztcn(t, "policy", "import", "--strict", np); r.code != 1 {
+		t.Fatalf("--strict with a dropped part: exit %d", r.code)
+	}
+	// The translation loads as a native policy.
+	out := writeTemp(t, "native.yaml", r.stdout)
+	if r := ztcn(t, "policy", "lint", out); r.code != 0 {
+		t.Fatalf("imported policy does not lint: %s", r.stdout)
+	}
+}

@@ -45,10 +45,10 @@ type Agent struct {
 	federation  []identity.Federation
 	// policy reloads the policy files live; nil in dev mode without a
 	// policy file, where the empty (default-deny) policy in fixed applies.
-	policy *policy.Watcher
-	fixed  *policy.Snapshot
-	ready       atomic.Bool
-	adminAddr   atomic.Value // net.Addr, once listening
+	policy    *policy.Watcher
+	fixed     *policy.Snapshot
+	ready     atomic.Bool
+	adminAddr atomic.Value // net.Addr, once listening
 }
 
 // New builds an agent and loads its CA. A CA that cannot be loaded is an

@@ -14,8 +14,6 @@ func label(k, v string) Selector {
 	return Selector{Terms: []Term{{Kind: TermLabel, Key: k, Op: OpEquals, Value: v}}}
 }
 
-func anySel() Selector { return Selector{Terms: []Term{{Kind: TermAny}}} }
-
 func external(name string, cidrs ...string) Selector {
 	t := Term{Kind: TermExternal, Value: name}
 	for _, c := range cidrs {
@@ -214,5 +212,31 @@ func TestExplainNamesTheRules(t *testing.T) {
 		if !strings.Contains(deny, want) {
 			t.Errorf("explanation lacks %q:\n%s", want, deny)
 		}
+	}
+}
+
+func TestKubectlListOutputLoads(t *testing.T) {
+	src := `apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: backend, namespace: shop}
+  spec:
+    podSelector: {matchLabels: {app: backend}}
+    ingress:
+    - from:
+      - podSelector: {matchLabels: {app: frontend}}
+`
+	set, diags := LoadBytes("list.yaml", []byte(src))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	ix, _ := Compile(set, IsolateSelected)
+	f := ix.Resolve(pod("shop", "f", map[string]string{"app": "frontend"}, "10.0.0.1"))
+	b := ix.Resolve(pod("shop", "b", map[string]string{"app": "backend"}, "10.0.0.2"))
+	o := ix.Resolve(pod("shop", "o", map[string]string{"app": "other"}, "10.0.0.3"))
+	if !ix.Decide(f, b, TCP, 80).Allowed || ix.Decide(o, b, TCP, 80).Allowed {
+		t.Fatal("the List's NetworkPolicy was not applied")
 	}
 }

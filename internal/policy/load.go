@@ -197,6 +197,23 @@ func splitDocuments(file string, data []byte) ([]document, Diagnostics) {
 				Message: "a policy document must be a mapping (native: policies/networks; or a Kubernetes NetworkPolicy)"})
 			continue
 		}
+		if v := mappingValue(root, "kind"); v != nil && v.Value == "List" {
+			// `kubectl get networkpolicy -A -o yaml` wraps its objects in
+			// a List; each item is a document of its own.
+			items := mappingValue(root, "items")
+			if items == nil || items.Kind != yaml.SequenceNode {
+				diags = append(diags, Diagnostic{Pos: Position{File: file, Line: root.Line, Col: root.Column}, Severity: SeverityError, Message: "a List needs an items sequence"})
+				continue
+			}
+			for _, item := range items.Content {
+				if item.Kind != yaml.MappingNode {
+					diags = append(diags, Diagnostic{Pos: Position{File: file, Line: item.Line, Col: item.Column}, Severity: SeverityError, Message: "a List item must be a mapping"})
+					continue
+				}
+				docs = append(docs, document{file: file, node: item})
+			}
+			continue
+		}
 		docs = append(docs, document{file: file, node: root})
 	}
 	return docs, diags
