@@ -8,7 +8,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 # Package patterns for the default suite; long benchmarks live in bench/.
 PKGS        ?= ./...
 
-.PHONY: all build test lint vet staticcheck bench fmt clean
+.PHONY: all build test lint vet staticcheck bench conformance fmt clean
 
 all: build
 
@@ -33,6 +33,11 @@ lint: vet staticcheck
 # Go benchmarks of the hot paths, each beside its baseline.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+
+# Kubernetes NetworkPolicy conformance (../shared/testdata/netpol), with
+# the number of agreeing pairs and queries printed. Also part of `make test`.
+conformance:
+	$(GO) test -count=1 -run 'Conformance' -v ./internal/policy/ | grep -E 'agree|^(ok|FAIL|---)'
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
