@@ -1,6 +1,8 @@
 # ztcn — build, test, lint, bench. `make test` is the whole suite; CI runs it
 # through .ci/run as root.
 
+SHELL       := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 GO          ?= go
 BIN         ?= bin/ztcn
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
