@@ -74,6 +74,24 @@ func (in *policyInputs) resolve(fileMode policy.IsolationMode) ([]string, policy
 	return paths, mode, nil
 }
 
+// load reads a test file and builds the policy in the isolation mode that
+// applies to it.
+func (in *policyInputs) load(stderr io.Writer, testFile string) (*policy.TestFile, *policy.Index, error) {
+	tf, err := loadTestFile(stderr, testFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	paths, mode, err := in.resolve(tf.Isolation)
+	if err != nil {
+		return nil, nil, err
+	}
+	ix, err := buildIndex(stderr, paths, mode)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tf, ix, nil
+}
+
 // buildIndex loads and compiles a policy; errors are printed to w, one per
 // line, and make the command fail.
 func buildIndex(w io.Writer, paths []string, mode policy.IsolationMode) (*policy.Index, error) {
@@ -148,15 +166,7 @@ func newPolicyTestCommand() *cobra.Command {
 			out := cmd.OutOrStdout()
 			passed, failed := 0, 0
 			for _, file := range args {
-				tf, err := loadTestFile(cmd.ErrOrStderr(), file)
-				if err != nil {
-					return err
-				}
-				paths, mode, err := in.resolve(tf.Isolation)
-				if err != nil {
-					return err
-				}
-				ix, err := buildIndex(cmd.ErrOrStderr(), paths, mode)
+				tf, ix, err := in.load(cmd.ErrOrStderr(), file)
 				if err != nil {
 					return err
 				}
@@ -195,15 +205,7 @@ func newPolicyExplainCommand() *cobra.Command {
 		Short: "Print the verdict of one flow and every rule behind it",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tf, err := loadTestFile(cmd.ErrOrStderr(), workloads)
-			if err != nil {
-				return err
-			}
-			paths, mode, err := in.resolve(tf.Isolation)
-			if err != nil {
-				return err
-			}
-			ix, err := buildIndex(cmd.ErrOrStderr(), paths, mode)
+			tf, ix, err := in.load(cmd.ErrOrStderr(), workloads)
 			if err != nil {
 				return err
 			}
@@ -252,15 +254,7 @@ func newPolicyMatrixCommand() *cobra.Command {
 		Short: "Print the reachability table of all workloads (rows = sources, columns = destinations)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tf, err := loadTestFile(cmd.ErrOrStderr(), workloads)
-			if err != nil {
-				return err
-			}
-			paths, mode, err := in.resolve(tf.Isolation)
-			if err != nil {
-				return err
-			}
-			ix, err := buildIndex(cmd.ErrOrStderr(), paths, mode)
+			tf, ix, err := in.load(cmd.ErrOrStderr(), workloads)
 			if err != nil {
 				return err
 			}
