@@ -1,0 +1,202 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/ztcn/ztcn/internal/dataplane/hbone"
+	"github.com/ztcn/ztcn/internal/dataplane/redirect"
+	"github.com/ztcn/ztcn/internal/policy"
+)
+
+// outbound handles a connection the pod's application opened, redirected
+// to 15001: decide, then tunnel to a workload over HBONE or connect to an
+// outside address directly.
+func (p *podProxy) outbound(c *net.TCPConn) {
+	dp := p.dp
+	client := addrPortOf(c.RemoteAddr())
+	dst, err := redirect.OriginalDst(c)
+	if err != nil {
+		reset(c)
+		return
+	}
+	snap := dp.cfg.Policy()
+	dstEP := dp.endpointAt(dst.Addr())
+	srcSub := p.subjectFor(snap.Index)
+	v := snap.Index.Decide(srcSub, dp.subjectOf(snap.Index, dstEP), policy.TCP, dst.Port())
+	ev := Event{Direction: Outbound, Source: client, Dest: dst, SourceID: p.pod.Endpoint.SPIFFEID, DestID: dstEP.SPIFFEID,
+		Allowed: v.Allowed, Enforced: dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)}
+	if !v.Allowed {
+		ev.Kind = EventDenied
+		p.emit(ev)
+		if dp.cfg.Mode != Audit {
+			reset(c)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dp.cfg.ConnectTimeout)
+	var up io.ReadWriteCloser
+	if dstEP.Workload {
+		up, err = dp.pool.Dial(ctx, hbone.Source{Key: p.pod.UID, SVID: p.pod.SVID, Dial: p.dialMarked},
+			hbone.Destination{Addr: netip.AddrPortFrom(dst.Addr(), redirect.InboundHBONEPort), ID: idOf(dstEP.SPIFFEID)},
+			dst, client)
+	} else {
+		up, err = dial(ctx, p.in, netip.AddrPort{}, dst, dp.cfg.ConnectTimeout)
+	}
+	cancel()
+	if err != nil {
+		ev.Kind, ev.Err = EventUpstreamFailed, err.Error()
+		var se *hbone.StatusError
+		if errors.As(err, &se) && se.Denied() {
+			ev.Kind, ev.Allowed, ev.Reason = EventDenied, false, "denied by the destination's ingress policy"
+		}
+		p.emit(ev)
+		reset(c)
+		return
+	}
+	p.pumpTracked(c, up, ev, srcSub.Endpoint(), dstEP)
+}
+
+// dialMarked opens the TCP connection to a remote HBONE server from inside
+// the pod, with the bypass mark: it leaves with the pod's own address.
+func (p *podProxy) dialMarked(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	return dial(ctx, p.in, netip.AddrPort{}, addr, p.dp.cfg.ConnectTimeout)
+}
+
+// authorizeHBONE decides an inbound CONNECT with the verified peer
+// identity and dials the application with the peer's address as source.
+func (p *podProxy) authorizeHBONE(_ context.Context, req *hbone.Request) (hbone.DialFunc, error) {
+	if req.Target.Addr() != p.pod.IP {
+		return nil, hbone.ErrForeignTarget
+	}
+	src := req.ForwardedFor
+	if !src.IsValid() {
+		src = req.Remote
+	}
+	snap := p.dp.cfg.Policy()
+	srcEP := peerEndpoint(req.Peer, src.Addr())
+	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, req.Target.Port())
+	if !v.Allowed {
+		p.emit(Event{Kind: EventDenied, Direction: Inbound, Source: src, Dest: req.Target, SourceID: srcEP.SPIFFEID,
+			DestID: p.pod.Endpoint.SPIFFEID, Enforced: p.dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)})
+		if p.dp.cfg.Mode != Audit {
+			return nil, hbone.ErrDenied
+		}
+	}
+	return p.appDialer(src.Addr(), req.Target), nil
+}
+
+// appDialer connects to the application inside the pod with the client's
+// address as source, so the application sees who really called.
+func (p *podProxy) appDialer(client netip.Addr, target netip.AddrPort) hbone.DialFunc {
+	return func(ctx context.Context) (net.Conn, error) {
+		var src netip.AddrPort
+		if client.Is4() && client != p.pod.IP && !client.IsLoopback() {
+			src = netip.AddrPortFrom(client, 0)
+		}
+		return dial(ctx, p.in, src, target, p.dp.cfg.ConnectTimeout)
+	}
+}
+
+// plaintext handles an inbound connection that did not come over HBONE.
+func (p *podProxy) plaintext(c *net.TCPConn) {
+	dp := p.dp
+	client := addrPortOf(c.RemoteAddr())
+	dst, err := redirect.OriginalDst(c)
+	if err != nil {
+		reset(c)
+		return
+	}
+	ev := Event{Direction: Inbound, Source: client, Dest: dst, DestID: p.pod.Endpoint.SPIFFEID, Enforced: dp.cfg.Mode != Audit}
+	if dp.cfg.Mode == Strict {
+		ev.Kind, ev.Reason = EventPlaintextRefused, "plaintext refused in strict mode (peer not authenticated)"
+		p.emit(ev)
+		reset(c)
+		return
+	}
+	// An unauthenticated peer is judged by its address alone, whatever
+	// workload it claims to be.
+	snap := dp.cfg.Policy()
+	srcEP := outsideEndpoint(client.Addr())
+	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, dst.Port())
+	ev.Allowed, ev.Reason, ev.Rule = v.Allowed, v.Reason.String(), ruleText(snap.Index, v)
+	if !v.Allowed {
+		ev.Kind = EventDenied
+		p.emit(ev)
+		if dp.cfg.Mode != Audit {
+			reset(c)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dp.cfg.ConnectTimeout)
+	up, err := p.appDialer(client.Addr(), dst)(ctx)
+	cancel()
+	if err != nil {
+		ev.Kind, ev.Err = EventUpstreamFailed, err.Error()
+		p.emit(ev)
+		reset(c)
+		return
+	}
+	p.pumpTracked(c, up, ev, srcEP, p.pod.Endpoint)
+}
+
+// flow is an open connection the data plane carries, kept so that a new
+// policy can be checked against it.
+type flow struct {
+	pod      *podProxy
+	src, dst *policy.Endpoint
+	port     uint16
+	cancel   context.CancelFunc
+	revoked  bool
+}
+
+func (p *podProxy) pumpTracked(c *net.TCPConn, up io.ReadWriteCloser, ev Event, src, dst *policy.Endpoint) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &flow{pod: p, src: src, dst: dst, port: ev.Dest.Port(), cancel: cancel}
+	p.dp.flowsMu.Lock()
+	p.dp.flows[f] = struct{}{}
+	p.dp.flowsMu.Unlock()
+	start := time.Now()
+	out, in, err := hbone.Pipe(ctx, c, up)
+	p.dp.flowsMu.Lock()
+	delete(p.dp.flows, f)
+	revoked := f.revoked
+	p.dp.flowsMu.Unlock()
+	cancel()
+	ev.Kind, ev.BytesOut, ev.BytesIn, ev.Duration = EventFlowClosed, out, in, time.Since(start)
+	if revoked {
+		ev.Kind, ev.Allowed, ev.Reason = EventFlowRevoked, false, "closed: the new policy denies it"
+	}
+	if err != nil && !revoked {
+		ev.Err = err.Error()
+	}
+	p.emit(ev)
+}
+
+// Recheck decides every open flow with a new policy and closes those it
+// no longer allows (not in audit mode). It returns how many it closed.
+func (dp *DataPlane) Recheck(snap *policy.Snapshot) int {
+	dp.flowsMu.Lock()
+	flows := make([]*flow, 0, len(dp.flows))
+	for f := range dp.flows {
+		flows = append(flows, f)
+	}
+	dp.flowsMu.Unlock()
+	closed := 0
+	for _, f := range flows {
+		v := snap.Index.Decide(dp.subjectOf(snap.Index, f.src), dp.subjectOf(snap.Index, f.dst), policy.TCP, f.port)
+		if v.Allowed || dp.cfg.Mode == Audit {
+			continue
+		}
+		dp.flowsMu.Lock()
+		f.revoked = true
+		dp.flowsMu.Unlock()
+		f.cancel()
+		closed++
+	}
+	return closed
+}

@@ -1,0 +1,93 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ztcn/ztcn/internal/dataplane/redirect"
+)
+
+// InNetns runs fn on a thread inside a pod's network namespace. Sockets
+// created by fn belong to that namespace for their whole life, whichever
+// thread later uses them: that is how the agent, running in its own
+// namespace, listens and dials inside every pod.
+type InNetns func(fn func() error) error
+
+// listen opens a TCP listener at addr inside the namespace.
+func listen(in InNetns, addr netip.AddrPort) (*net.TCPListener, error) {
+	var ln net.Listener
+	err := in(func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			return control(c, func(fd int) error {
+				// The bypass mark on the listener is inherited by nothing,
+				// but IP_FREEBIND lets the HBONE listener bind the pod's
+				// address even while its interface is still coming up.
+				return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1)
+			})
+		}}
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp4", addr.String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: listen on %s: %w", addr, err)
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// dial connects to dst from inside the namespace with the bypass mark set,
+// so the pod's own redirection rules let the agent's connection through.
+// If src is valid the connection leaves with src as its source address
+// (IP_TRANSPARENT + IP_FREEBIND): the application then sees the real
+// client instead of the agent, and its replies are routed back to the
+// agent by the pod's connmark rule and local route.
+func dial(ctx context.Context, in InNetns, src, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+	var conn net.Conn
+	err := in(func() error {
+		d := net.Dialer{Timeout: timeout, Control: func(_, _ string, c syscall.RawConn) error {
+			return control(c, func(fd int) error {
+				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, redirect.BypassMark); err != nil {
+					return fmt.Errorf("SO_MARK: %w", err)
+				}
+				if !src.IsValid() {
+					return nil
+				}
+				if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
+					return fmt.Errorf("IP_TRANSPARENT: %w", err)
+				}
+				return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1)
+			})
+		}}
+		if src.IsValid() {
+			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src.Addr(), 0))
+		}
+		var err error
+		conn, err = d.DialContext(ctx, "tcp4", dst.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return conn.(*net.TCPConn), nil
+}
+
+func control(c syscall.RawConn, f func(fd int) error) error {
+	var ferr error
+	if err := c.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// reset closes a connection with an RST instead of a FIN: a refused flow
+// must fail at once at the application, not look like an empty answer.
+func reset(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
+}

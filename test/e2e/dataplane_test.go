@@ -1,0 +1,344 @@
+// Package e2e holds tests that need several layers and real network
+// namespaces: pods as namespaces on a bridge, the real data plane between
+// them, and real clients (curl).
+package e2e
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ztcn/ztcn/internal/dataplane"
+	"github.com/ztcn/ztcn/internal/identity"
+	"github.com/ztcn/ztcn/internal/netns"
+	"github.com/ztcn/ztcn/internal/policy"
+)
+
+func requireRoot(t *testing.T, tools ...string) {
+	t.Helper()
+	fail := t.Skipf
+	if os.Getenv("CI") == "true" {
+		fail = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		fail("needs root for network namespaces")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			fail("needs %s", tool)
+		}
+	}
+}
+
+// mesh is a node namespace with pods on its bridge, each attached to one
+// data plane, with identities from one CA and a policy that can be swapped.
+type mesh struct {
+	t       *testing.T
+	prefix  string
+	subnet  [3]byte
+	node    *netns.Node
+	dp      *dataplane.DataPlane
+	ca      *identity.CA
+	td      spiffeid.TrustDomain
+	revoked *identity.Revocations
+	bundles *identity.Bundles
+	snap    atomic.Pointer[policy.Snapshot]
+	pods    map[string]*meshPod
+
+	mu     sync.Mutex
+	events []dataplane.Event
+}
+
+type meshPod struct {
+	name string
+	ip   netip.Addr
+	ns   *netns.NS
+	svid *identity.SVID
+}
+
+func newMesh(t *testing.T, policyYAML string) *mesh {
+	t.Helper()
+	requireRoot(t, "curl")
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	m := &mesh{t: t, prefix: "zte" + hex.EncodeToString(rnd[:2]), subnet: [3]byte{10, 252, rnd[2]}, pods: map[string]*meshPod{}}
+	gw := netip.PrefixFrom(netip.AddrFrom4([4]byte{m.subnet[0], m.subnet[1], m.subnet[2], 1}), 24)
+	node, err := netns.NewNode(m.prefix+"-node", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.node = node
+	t.Cleanup(func() { _ = node.Teardown() })
+
+	m.td = spiffeid.RequireTrustDomainFromString("cluster.local")
+	root, err := identity.NewRootCA(m.td, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ca, err = root.NewNodeCA("e2e", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	m.bundles, m.revoked = identity.NewBundles(), identity.NewRevocations()
+	m.bundles.Set(m.td, root.Roots())
+	m.setPolicy(policyYAML)
+
+	dp, err := dataplane.New(dataplane.Config{
+		Mode:     dataplane.Strict,
+		Policy:   m.snap.Load,
+		Verifier: identity.NewVerifier(m.bundles, m.revoked),
+		OnEvent: func(e dataplane.Event) {
+			m.mu.Lock()
+			m.events = append(m.events, e)
+			m.mu.Unlock()
+		},
+		ConnectTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.dp = dp
+	t.Cleanup(func() { _ = dp.Close() })
+	return m
+}
+
+var policyVersion atomic.Uint64
+
+func (m *mesh) setPolicy(src string) {
+	m.t.Helper()
+	path := filepath.Join(m.t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+	ix, diags, err := policy.Build(policy.IsolateAll, path)
+	if err != nil {
+		m.t.Fatalf("policy: %v %v", err, diags)
+	}
+	m.snap.Store(&policy.Snapshot{Index: ix, Version: policyVersion.Add(1), LoadedAt: time.Now()})
+}
+
+// addPod creates a pod namespace on the bridge, issues its SVID and
+// attaches it to the data plane, in that order, as the runtime will.
+func (m *mesh) addPod(name string, host byte, labels map[string]string) *meshPod {
+	m.t.Helper()
+	ip := netip.AddrFrom4([4]byte{m.subnet[0], m.subnet[1], m.subnet[2], host})
+	np, err := m.node.AddPod(m.prefix+"-"+name, netip.PrefixFrom(ip, 24))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	id := spiffeid.RequireFromPath(m.td, "/ns/shop/sa/"+name)
+	svid, err := m.ca.IssueSVID(identity.SVIDRequest{ID: id, TTL: time.Hour, Claims: identity.Claims{WorkloadUID: name, Labels: labels}})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	ep := &policy.Endpoint{Workload: true, Namespace: "shop", Name: name, ServiceAccount: name, Labels: labels,
+		NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": "shop"}, SPIFFEID: id.String(), IP: ip}
+	p := &meshPod{name: name, ip: ip, ns: np.NS, svid: svid}
+	if err := m.dp.Attach(dataplane.Pod{UID: name, IP: ip, NS: np.NS, Endpoint: ep, SVID: func() *identity.SVID { return p.svid }}); err != nil {
+		m.t.Fatal(err)
+	}
+	m.pods[name] = p
+	return p
+}
+
+// serveHTTP runs an HTTP server inside the pod that answers with the
+// client address it sees.
+func (p *meshPod) serveHTTP(t *testing.T, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := netns.Do(p.ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s; you are %s\n", p.name, r.RemoteAddr)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// curl runs the real curl inside a pod's namespace.
+func (p *meshPod) curl(t *testing.T, url string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", p.ns.Name(), "curl", "-sS", "--max-time", "5", url).CombinedOutput()
+	return string(out), err
+}
+
+func (m *mesh) eventsOf(kind dataplane.EventKind) []dataplane.Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []dataplane.Event
+	for _, e := range m.events {
+		if e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+const shopPolicy = `policies:
+  - subject: "app:frontend"
+    allow:
+      - destination: "app:backend"
+        ports: [8080, 7000]
+`
+
+func TestPodToPodTrafficIsMutualTLSAndPolicyEnforced(t *testing.T) {
+	m := newMesh(t, shopPolicy)
+	frontend := m.addPod("frontend", 2, map[string]string{"app": "frontend"})
+	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
+	other := m.addPod("other", 4, map[string]string{"app": "other"})
+	backend.serveHTTP(t, 8080)
+	backend.serveHTTP(t, 9090)
+	frontend.serveHTTP(t, 8080)
+
+	t.Run("frontend reaches backend and backend sees the real client IP", func(t *testing.T) {
+		out, err := frontend.curl(t, fmt.Sprintf("http://%s:8080/", backend.ip))
+		if err != nil {
+			t.Fatalf("curl: %v\n%s", err, out)
+		}
+		want := fmt.Sprintf("hello from backend; you are %s:", frontend.ip)
+		if !strings.Contains(out, want) {
+			t.Fatalf("answer %q, want it to contain %q", out, want)
+		}
+	})
+	deniedFast := func(t *testing.T, from *meshPod, url string) {
+		t.Helper()
+		start := time.Now()
+		out, err := from.curl(t, url)
+		if err == nil {
+			t.Fatalf("denied flow got an answer: %s", out)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("denied flow took %s to fail; it must be refused at once", took)
+		}
+	}
+	t.Run("a pod without permission is refused at once and audited", func(t *testing.T) {
+		before := len(m.eventsOf(dataplane.EventDenied))
+		deniedFast(t, other, fmt.Sprintf("http://%s:8080/", backend.ip))
+		denied := m.eventsOf(dataplane.EventDenied)
+		if len(denied) <= before {
+			t.Fatal("no denial event")
+		}
+		e := denied[len(denied)-1]
+		if e.Source.Addr() != other.ip || e.Dest.Addr() != backend.ip || e.Reason == "" {
+			t.Fatalf("denial event %+v", e)
+		}
+	})
+	t.Run("frontend may not reach backend on a port policy does not name", func(t *testing.T) {
+		deniedFast(t, frontend, fmt.Sprintf("http://%s:9090/", backend.ip))
+	})
+	t.Run("backend may not call frontend", func(t *testing.T) {
+		deniedFast(t, backend, fmt.Sprintf("http://%s:8080/", frontend.ip))
+	})
+	t.Run("plaintext from outside the mesh is refused in strict mode", func(t *testing.T) {
+		var err error
+		_ = netns.Do(m.node.NS(), func() error {
+			var c net.Conn
+			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(backend.ip, 8080).String(), 2*time.Second)
+			if err == nil {
+				_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+				fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+				_, err = bufio.NewReader(c).ReadString('\n')
+				c.Close()
+			}
+			return nil
+		})
+		if err == nil {
+			t.Fatal("plaintext from the node namespace reached the backend")
+		}
+		if len(m.eventsOf(dataplane.EventPlaintextRefused)) == 0 {
+			t.Fatal("no plaintext refusal event")
+		}
+	})
+}
+
+func TestPolicyReloadClosesANowDeniedConnection(t *testing.T) {
+	m := newMesh(t, shopPolicy)
+	frontend := m.addPod("frontend", 2, map[string]string{"app": "frontend"})
+	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
+
+	// An echo server on 7000 in the backend.
+	var ln net.Listener
+	if err := netns.Do(backend.ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", "0.0.0.0:7000")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s := bufio.NewScanner(c)
+				for s.Scan() {
+					fmt.Fprintln(c, s.Text())
+				}
+			}()
+		}
+	}()
+
+	var conn net.Conn
+	if err := netns.Do(frontend.ns, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp4", netip.AddrPortFrom(backend.ip, 7000).String(), 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	fmt.Fprintln(conn, "ping")
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := r.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("echo before reload: %q %v", line, err)
+	}
+
+	m.setPolicy("policies:\n  - subject: \"app:frontend\"\n    allow:\n      - destination: \"app:backend\"\n        ports: [8080]\n")
+	if n := m.dp.Recheck(m.snap.Load()); n != 1 {
+		t.Fatalf("Recheck closed %d flows, want 1", n)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintln(conn, "still there?")
+	if line, err := r.ReadString('\n'); err == nil {
+		t.Fatalf("connection survived a policy that denies it: read %q", line)
+	}
+	if len(m.eventsOf(dataplane.EventFlowRevoked)) == 0 {
+		t.Fatal("no flow_revoked event")
+	}
+}
+
+// TestRevokedSourceIsRefusedAtTheDestination: a stopped workload's SVID is
+// refused by the destination's HBONE server at once.
+func TestRevokedSourceIsRefusedAtTheDestination(t *testing.T) {
+	m := newMesh(t, shopPolicy)
+	frontend := m.addPod("frontend", 2, map[string]string{"app": "frontend"})
+	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
+	backend.serveHTTP(t, 8080)
+	m.revoked.Revoke(frontend.svid.Leaf())
+	if out, err := frontend.curl(t, fmt.Sprintf("http://%s:8080/", backend.ip)); err == nil {
+		t.Fatalf("revoked source got an answer: %s", out)
+	}
+}
