@@ -68,6 +68,9 @@ type meshPod struct {
 	ip   netip.Addr
 	ns   *netns.NS
 	svid *identity.SVID
+	// nodeVeth is the pod's veth end in the node namespace: a capture
+	// there sees everything the pod sends and receives.
+	nodeVeth string
 }
 
 func newMesh(t *testing.T, policyYAML string) *mesh {
@@ -146,7 +149,7 @@ func (m *mesh) addPod(name string, host byte, labels map[string]string) *meshPod
 	}
 	ep := &policy.Endpoint{Workload: true, Namespace: "shop", Name: name, ServiceAccount: name, Labels: labels,
 		NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": "shop"}, SPIFFEID: id.String(), IP: ip}
-	p := &meshPod{name: name, ip: ip, ns: np.NS, svid: svid}
+	p := &meshPod{name: name, ip: ip, ns: np.NS, svid: svid, nodeVeth: np.NodeVeth}
 	if err := m.dp.Attach(dataplane.Pod{UID: name, IP: ip, NS: np.NS, Endpoint: ep, SVID: func() *identity.SVID { return p.svid }}); err != nil {
 		m.t.Fatal(err)
 	}
