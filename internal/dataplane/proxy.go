@@ -151,17 +151,19 @@ type flow struct {
 	src, dst *policy.Endpoint
 	port     uint16
 	cancel   context.CancelFunc
+	done     chan struct{} // closed when the pump has closed both sides
 	revoked  bool
 }
 
 func (p *podProxy) pumpTracked(c *net.TCPConn, up io.ReadWriteCloser, ev Event, src, dst *policy.Endpoint) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &flow{pod: p, src: src, dst: dst, port: ev.Dest.Port(), cancel: cancel}
+	f := &flow{pod: p, src: src, dst: dst, port: ev.Dest.Port(), cancel: cancel, done: make(chan struct{})}
 	p.dp.flowsMu.Lock()
 	p.dp.flows[f] = struct{}{}
 	p.dp.flowsMu.Unlock()
 	start := time.Now()
 	out, in, err := hbone.Pipe(ctx, c, up)
+	close(f.done)
 	p.dp.flowsMu.Lock()
 	delete(p.dp.flows, f)
 	revoked := f.revoked
@@ -178,7 +180,8 @@ func (p *podProxy) pumpTracked(c *net.TCPConn, up io.ReadWriteCloser, ev Event, 
 }
 
 // Recheck decides every open flow with a new policy and closes those it
-// no longer allows (not in audit mode). It returns how many it closed.
+// no longer allows (not in audit mode). It returns how many it closed, once
+// they are closed: no byte moves on them after Recheck returns.
 func (dp *DataPlane) Recheck(snap *policy.Snapshot) int {
 	dp.flowsMu.Lock()
 	flows := make([]*flow, 0, len(dp.flows))
@@ -196,6 +199,11 @@ func (dp *DataPlane) Recheck(snap *policy.Snapshot) int {
 		f.revoked = true
 		dp.flowsMu.Unlock()
 		f.cancel()
+		select {
+		case <-f.done:
+		case <-time.After(5 * time.Second):
+			dp.cfg.Log.Error("flow did not close after revocation", "pod", f.pod.pod.UID)
+		}
 		closed++
 	}
 	return closed
