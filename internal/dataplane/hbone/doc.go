@@ -19,7 +19,8 @@
 // end its response only by returning, and returning resets the request
 // stream. So when the application half-closes first (EOF from the app while
 // the client is still sending), the client reads the rest of the response
-// and EOF, and whatever it sends afterwards is refused. Client-first
+// and EOF, and whatever it sends afterwards is refused (its agent's pump
+// drains and drops it, see Pump.Pipe). Client-first
 // half-close (the common case: the client sends its request, shuts down its
 // write side and reads the answer) is carried exactly.
 package hbone

@@ -62,9 +62,12 @@ func Pipe(ctx context.Context, a, b io.ReadWriteCloser) (aToB, bToA int64, err e
 // connections at once. A write error ends only its own direction: the
 // destination refuses more bytes, but what it sends back may still be
 // whole (an HBONE stream refused with RST_STREAM(NO_ERROR) after a
-// complete response); should the other direction then stall for 10 s, the
-// pipe aborts. err is the first cause, nil when every direction ended with
-// EOF or a refused write and nothing else went wrong.
+// complete response). That direction's source is then drained, read and
+// dropped, until it ends: closing a socket with unread input resets it and
+// loses what the other direction still has queued for it. Should the
+// other direction stall for 10 s meanwhile, the pipe aborts. err is the
+// first cause, nil when every direction ended with EOF or a refused write
+// and nothing else went wrong.
 func (p Pump) Pipe(ctx context.Context, a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
 	s := &pipe{a: a, b: b, linger: p.linger}
 	if s.linger <= 0 {
@@ -120,6 +123,9 @@ func (s *pipe) half(dst, src io.ReadWriteCloser) int64 {
 		// whatever the other direction still has queued for that peer
 		// (the tail of the answer). A real failure also breaks the other
 		// direction's read and aborts there.
+		if s.closedByPump(src) {
+			return n // aborted: the write failed because of it
+		}
 		s.noteWriteError(werr)
 		s.drain(src)
 	case rerr == io.EOF:
@@ -165,10 +171,10 @@ func (s *pipe) copyHalf(dst io.Writer, src io.Reader) (n int64, rerr, werr error
 
 // drain reads src to its end and drops the bytes. It does not count as
 // activity: the linger watchdog measures the other direction's progress.
-func (s *pipe) drain(src io.Reader) {
+func (s *pipe) drain(src io.ReadWriteCloser) {
 	buf := smallBufs.Get().(*[]byte)
 	defer smallBufs.Put(buf)
-	for {
+	for !s.closedByPump(src) {
 		if _, err := src.Read(*buf); err != nil {
 			return
 		}

@@ -173,6 +173,7 @@ func TestPipeWriteErrorLetsOtherDirectionFinish(t *testing.T) {
 	if err != nil || !bytes.Equal(got, answer) {
 		t.Fatalf("client read %d bytes, %v", len(got), err)
 	}
+	client.Close() // ends the drain of what out refused
 	if err := <-done; err != nil {
 		t.Fatalf("Pipe: %v", err)
 	}

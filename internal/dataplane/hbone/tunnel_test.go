@@ -257,78 +257,78 @@ func TestServerIdleTimeout(t *testing.T) {
 // The application answers and closes while the client is still sending.
 // The client application gets the whole answer and EOF: the server ends
 // the request stream with RST_STREAM(NO_ERROR) after the response (RFC
-// 9113 §8.1), which ends the client's upload but not its download.
+// 9113 §8.1), which ends the client's upload but not its download, and the
+// client's agent drains what its application still sends instead of
+// resetting it (a reset would drop the answer's tail from the socket).
 func TestAppClosesWhileClientSends(t *testing.T) {
 	answer := bytes.Repeat([]byte("answer "), 10_000)
-	apps := map[string]func(net.Conn){
-		// shutdown(SHUT_WR), then drain: a clean end, no error anywhere.
-		"half-close": func(c net.Conn) {
-			c.Read(make([]byte, 1))
-			c.Write(answer)
-			c.(*net.TCPConn).CloseWrite()
-			io.Copy(io.Discard, c)
-		},
-		// close() with unread input: the kernel resets the connection, so
-		// the pumps may report the reset, but the answer arrives whole.
-		"abortive": func(c net.Conn) {
-			c.Read(make([]byte, 1))
-			c.Write(answer)
-		},
+	e := newEnv(t, withApp(func(c net.Conn) {
+		c.Read(make([]byte, 1))
+		c.Write(answer)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+	}))
+	for i := range 20 {
+		got, err, perr := sendWhileReading(t, e)
+		if err != nil || !bytes.Equal(got, answer) {
+			t.Fatalf("round %d: read %d bytes, %v; want the %d-byte answer and EOF", i, len(got), err, len(answer))
+		}
+		if perr != nil {
+			t.Fatalf("round %d: Pipe: %v", i, perr)
+		}
 	}
-	for name, app := range apps {
-		t.Run(name, func(t *testing.T) {
-			e := newEnv(t, withApp(app))
-			for i := range 20 {
-				clientApp, agentSide := tcpPair(t)
-				s, err := e.pool.Dial(context.Background(), e.src, e.dst, e.app, netip.AddrPortFrom(netip.MustParseAddr("10.9.9.9"), uint16(1000+i)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				done := make(chan error, 1)
-				var up, down int64
-				go func() {
-					var err error
-					up, down, err = Pipe(context.Background(), agentSide, s)
-					done <- err
-				}()
-				stop := make(chan struct{})
-				go func() { // keeps sending until told to stop
-					buf := make([]byte, 64<<10)
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						if _, err := clientApp.Write(buf); err != nil {
-							return
-						}
-					}
-				}()
-				got, err := io.ReadAll(clientApp)
-				close(stop)
-				if !bytes.Equal(got, answer) || (err != nil && name == "half-close") {
-					perr := <-done
-					var last StreamEvent
-					waitFor(t, "event", func() bool {
-						e.mu.Lock()
-						defer e.mu.Unlock()
-						for _, ev := range e.events {
-							if ev.Request.ForwardedFor.Port() == uint16(1000+i) {
-								last = ev
-								return true
-							}
-						}
-						return false
-					})
-					t.Logf("client pipe up=%d down=%d err=%v; server event %+v", up, down, perr, last)
-					t.Fatalf("round %d: read %d bytes, %v; want the %d-byte answer and EOF", i, len(got), err, len(answer))
-				}
-				clientApp.Close()
-				if err := <-done; err != nil && name == "half-close" {
-					t.Fatalf("round %d: Pipe: %v", i, err)
-				}
+}
+
+// Same, but the application closes with unread input, so its kernel resets
+// the connection. Plain TCP may then lose the answer's tail (on this
+// kernel, 11 runs in 200 read 64 KiB of 70,000 bytes and a clean EOF), so
+// only the end matters here: both pumps finish promptly, nothing hangs.
+func TestAppResetsWhileClientSends(t *testing.T) {
+	e := newEnv(t, withApp(func(c net.Conn) {
+		c.Read(make([]byte, 1))
+		c.Write(make([]byte, 70_000))
+	}))
+	for range 20 {
+		start := time.Now()
+		sendWhileReading(t, e)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("took %s", d)
+		}
+	}
+	waitFor(t, "streams to end", func() bool { return e.server.ActiveStreams() == 0 && e.pool.Stats().Streams == 0 })
+}
+
+// sendWhileReading connects a client application through an outbound pump
+// and a stream; the application sends without pause until it has read the
+// answer to its end. It returns what it read, how the read ended, and the
+// pump's result.
+func sendWhileReading(t *testing.T, e *env) (got []byte, err, pipeErr error) {
+	clientApp, agentSide := tcpPair(t)
+	s := e.dial(t)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := Pipe(context.Background(), agentSide, s)
+		done <- err
+	}()
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
 			}
-		})
-	}
+			if _, err := clientApp.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	got, err = io.ReadAll(clientApp)
+	close(stop)
+	<-sent
+	clientApp.Close()
+	return got, err, <-done
 }
