@@ -6,7 +6,6 @@ import (
 
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/policy"
-	"github.com/ztcn/ztcn/internal/workload"
 )
 
 // peerEndpoint is what policy knows about an authenticated peer: only what
@@ -27,27 +26,6 @@ func peerEndpoint(peer *identity.Peer, src netip.Addr) *policy.Endpoint {
 	if len(segs) == 4 && segs[0] == "ns" && segs[2] == "sa" {
 		ep.Namespace, ep.ServiceAccount = segs[1], segs[3]
 		ep.NamespaceLabels = map[string]string{"kubernetes.io/metadata.name": segs[1]}
-	}
-	return ep
-}
-
-// podEndpoint is what policy knows about a pod of this node, from the
-// registry.
-func podEndpoint(p workload.Pod, spiffeID string) *policy.Endpoint {
-	ep := &policy.Endpoint{
-		Workload:        true,
-		Namespace:       p.Namespace,
-		Name:            p.Name,
-		ServiceAccount:  p.ServiceAccount,
-		Labels:          p.Labels,
-		NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": p.Namespace},
-		SPIFFEID:        spiffeID,
-	}
-	if len(p.IPs) > 0 {
-		ep.IP = p.IPs[0]
-	}
-	for name, port := range p.Ports {
-		ep.Ports = append(ep.Ports, policy.NamedPort{Name: name, Port: port, Protocol: policy.TCP})
 	}
 	return ep
 }
