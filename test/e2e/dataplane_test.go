@@ -74,6 +74,10 @@ type meshPod struct {
 }
 
 func newMesh(t *testing.T, policyYAML string) *mesh {
+	return newMeshMode(t, policyYAML, dataplane.Strict)
+}
+
+func newMeshMode(t *testing.T, policyYAML string, mode dataplane.Mode) *mesh {
 	t.Helper()
 	requireRoot(t, "curl")
 	var rnd [3]byte
@@ -97,10 +101,13 @@ func newMesh(t *testing.T, policyYAML string) *mesh {
 	}
 	m.bundles, m.revoked = identity.NewBundles(), identity.NewRevocations()
 	m.bundles.Set(m.td, root.Roots())
+	if policyYAML == "" {
+		policyYAML = "policies: []\n"
+	}
 	m.setPolicy(policyYAML)
 
 	dp, err := dataplane.New(dataplane.Config{
-		Mode:     dataplane.Strict,
+		Mode:     mode,
 		Policy:   m.snap.Load,
 		Verifier: identity.NewVerifier(m.bundles, m.revoked),
 		OnEvent: func(e dataplane.Event) {
@@ -251,18 +258,7 @@ func TestPodToPodTrafficIsMutualTLSAndPolicyEnforced(t *testing.T) {
 		deniedFast(t, backend, fmt.Sprintf("http://%s:8080/", frontend.ip))
 	})
 	t.Run("plaintext from outside the mesh is refused in strict mode", func(t *testing.T) {
-		var err error
-		_ = netns.Do(m.node.NS(), func() error {
-			var c net.Conn
-			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(backend.ip, 8080).String(), 2*time.Second)
-			if err == nil {
-				_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-				fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
-				_, err = bufio.NewReader(c).ReadString('\n')
-				c.Close()
-			}
-			return nil
-		})
+		_, err := m.httpFromNode(t, netip.AddrPortFrom(backend.ip, 8080))
 		if err == nil {
 			t.Fatal("plaintext from the node namespace reached the backend")
 		}
@@ -349,5 +345,58 @@ func TestRevokedSourceIsRefusedAtTheDestination(t *testing.T) {
 	m.revoked.Revoke(frontend.svid.Leaf())
 	if out, err := frontend.curl(t, fmt.Sprintf("http://%s:8080/", backend.ip)); err == nil {
 		t.Fatalf("revoked source got an answer: %s", out)
+	}
+}
+
+// httpFromNode sends a plaintext HTTP request from the node namespace
+// (outside the mesh) and returns the first line of the answer.
+func (m *mesh) httpFromNode(t *testing.T, dst netip.AddrPort) (string, error) {
+	t.Helper()
+	var line string
+	var err error
+	_ = netns.Do(m.node.NS(), func() error {
+		var c net.Conn
+		c, err = net.DialTimeout("tcp4", dst.String(), 2*time.Second)
+		if err != nil {
+			return nil
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+		r := bufio.NewReader(c)
+		for {
+			var l string
+			l, err = r.ReadString('\n')
+			if err != nil || strings.HasPrefix(l, "hello") {
+				line = l
+				return nil
+			}
+		}
+	})
+	return line, err
+}
+
+func TestPermissiveModeAdmitsPlaintextThatPolicyAllows(t *testing.T) {
+	m := newMeshMode(t, "", dataplane.Permissive)
+	gateway := netip.AddrFrom4([4]byte{m.subnet[0], m.subnet[1], m.subnet[2], 1})
+	m.setPolicy(fmt.Sprintf(`policies:
+  - subject: "cidr:%s/32"
+    allow:
+      - destination: "app:backend"
+        ports: [8080]
+`, gateway))
+	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
+	backend.serveHTTP(t, 8080)
+	backend.serveHTTP(t, 9090)
+
+	line, err := m.httpFromNode(t, netip.AddrPortFrom(backend.ip, 8080))
+	if err != nil || !strings.Contains(line, "you are "+gateway.String()+":") {
+		t.Fatalf("allowed plaintext: %q %v", line, err)
+	}
+	if line, err := m.httpFromNode(t, netip.AddrPortFrom(backend.ip, 9090)); err == nil {
+		t.Fatalf("plaintext to a port policy does not allow got %q", line)
+	}
+	if len(m.eventsOf(dataplane.EventDenied)) == 0 {
+		t.Fatal("the refused plaintext flow was not reported")
 	}
 }
