@@ -25,8 +25,7 @@ func listen(in InNetns, addr netip.AddrPort) (*net.TCPListener, error) {
 	err := in(func() error {
 		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 			return control(c, func(fd int) error {
-				// The bypass mark on the listener is inherited by nothing,
-				// but IP_FREEBIND lets the HBONE listener bind the pod's
+				// IP_FREEBIND lets the HBONE listener bind the pod's
 				// address even while its interface is still coming up.
 				return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1)
 			})
