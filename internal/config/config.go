@@ -22,6 +22,13 @@ type Agent struct {
 	NodeName string
 	// ControlSocket is the path of the agent's local control API socket.
 	ControlSocket string
+	// StateDir holds the records of attached pods, so that a restarted
+	// agent re-attaches them without restarting them. It belongs on a
+	// tmpfs (/run): pods do not survive a reboot either.
+	StateDir string
+	// ReconcileInterval is how often every attached pod's redirection is
+	// re-verified and repaired.
+	ReconcileInterval time.Duration
 }
 
 // Identity is the [identity] table: how workload identities are issued.
@@ -128,7 +135,9 @@ const (
 func Default() *Config {
 	return &Config{
 		Agent: Agent{
-			ControlSocket: "/run/ztcn/control.sock",
+			ControlSocket:     "/run/ztcn/control.sock",
+			StateDir:          "/run/ztcn",
+			ReconcileInterval: 10 * time.Second,
 		},
 		Identity: Identity{
 			TrustDomain:       "cluster.local",

@@ -37,6 +37,8 @@ func TestDefaults(t *testing.T) {
 	}{
 		{"agent.node_name is empty until resolved", func(c *Config) any { return c.Agent.NodeName }, ""},
 		{"agent.control_socket is /run/ztcn/control.sock", func(c *Config) any { return c.Agent.ControlSocket }, "/run/ztcn/control.sock"},
+		{"agent.state_dir is /run/ztcn", func(c *Config) any { return c.Agent.StateDir }, "/run/ztcn"},
+		{"agent.reconcile_interval is 10s", func(c *Config) any { return c.Agent.ReconcileInterval }, 10 * time.Second},
 		{"identity.trust_domain is cluster.local", func(c *Config) any { return c.Identity.TrustDomain }, "cluster.local"},
 		{"identity.ca_path is /var/lib/ztcn/ca", func(c *Config) any { return c.Identity.CAPath }, "/var/lib/ztcn/ca"},
 		{"identity.cert_ttl is 24h", func(c *Config) any { return c.Identity.CertTTL }, 24 * time.Hour},
@@ -92,6 +94,8 @@ func documentedFile(t testing.TB) string {
 const fullFile = `[agent]
 node_name = "node-1"
 control_socket = "/tmp/ztcn/control.sock"
+state_dir = "/tmp/ztcn/state"
+reconcile_interval = "30s"
 
 [identity]
 trust_domain = "prod.example.org"
@@ -129,7 +133,7 @@ admin_address = "[::1]:9090"
 `
 
 var fullConfig = &Config{
-	Agent: Agent{NodeName: "node-1", ControlSocket: "/tmp/ztcn/control.sock"},
+	Agent: Agent{NodeName: "node-1", ControlSocket: "/tmp/ztcn/control.sock", StateDir: "/tmp/ztcn/state", ReconcileInterval: 30 * time.Second},
 	Identity: Identity{
 		TrustDomain:             "prod.example.org",
 		CAPath:                  "/tmp/ztcn/ca",

@@ -82,8 +82,10 @@ func (d *decoder) schema(c *Config) map[string]field {
 	a, id, p, t := &c.Agent, &c.Identity, &c.Policy, &c.Telemetry
 	return map[string]field{
 		"agent": d.table(map[string]field{
-			"node_name":      d.str(&a.NodeName, nil),
-			"control_socket": d.str(&a.ControlSocket, nil),
+			"node_name":          d.str(&a.NodeName, nil),
+			"control_socket":     d.str(&a.ControlSocket, nil),
+			"state_dir":          d.str(&a.StateDir, nil),
+			"reconcile_interval": d.duration(&a.ReconcileInterval, false, checkPositive),
 		}),
 		"identity": d.table(map[string]field{
 			"trust_domain":               d.str(&id.TrustDomain, checkTrustDomain),

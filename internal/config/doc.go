@@ -10,6 +10,12 @@
 //	node_name = ""
 //	# Unix socket of the agent's local control API.
 //	control_socket = "/run/ztcn/control.sock"
+//	# Records of attached pods: a restarted agent re-attaches them from here
+//	# without restarting them. Keep it on a tmpfs such as /run.
+//	state_dir = "/run/ztcn"
+//	# How often every attached pod's redirection rules are re-verified and
+//	# repaired (they are also checked at start).
+//	reconcile_interval = "10s"
 //
 //	[identity]
 //	# SPIFFE trust domain of this cluster's workload identities: lowercase

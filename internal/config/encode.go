@@ -20,6 +20,8 @@ func (c *Config) TOML() ([]byte, error) {
 	w.header("[%s]", "agent")
 	w.str("node_name", c.Agent.NodeName)
 	w.str("control_socket", c.Agent.ControlSocket)
+	w.str("state_dir", c.Agent.StateDir)
+	w.duration("reconcile_interval", c.Agent.ReconcileInterval)
 
 	id := &c.Identity
 	w.header("[%s]", "identity")
