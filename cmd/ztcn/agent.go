@@ -15,17 +15,23 @@ import (
 func newAgentCommand() *cobra.Command {
 	var (
 		configPath, adminAddress string
-		dev                      bool
+		dev, dataPlane           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent [--config runtime.toml] [--dev]",
-		Short: "Run the node agent: workload identities, Workload API, admin endpoint (/healthz, /readyz)",
+		Short: "Run the node agent: workload identities, Workload API, data plane, control API, admin endpoint",
 		Long: `Run the node agent until SIGINT or SIGTERM.
 
 With --dev everything lives in memory: a fresh root CA is generated at start
 and no file is needed. Without it the CA is loaded from identity.ca_path: a
 root (root.crt, root.key) from which the agent makes its own node
-intermediate, or a node CA from 'ztcn ca issue-node'.`,
+intermediate, or a node CA from 'ztcn ca issue-node'.
+
+Pods are registered over the control socket (agent.control_socket) by a
+runtime adapter; each gets its SVID and, with the data plane on (the
+default), its in-pod redirection before the registration returns. Attached
+pods are recorded in agent.state_dir: when the agent stops or dies their
+traffic is refused (fail closed), and a restarted agent re-attaches them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := config.Default()
@@ -39,7 +45,7 @@ intermediate, or a node CA from 'ztcn ca issue-node'.`,
 				cfg.Telemetry.AdminAddress = adminAddress
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			a, err := agent.New(agent.Options{Config: cfg, Dev: dev, Logger: log})
+			a, err := agent.New(agent.Options{Config: cfg, Dev: dev, Logger: log, DataPlane: dataPlane})
 			if err != nil {
 				return err
 			}
@@ -50,6 +56,7 @@ intermediate, or a node CA from 'ztcn ca issue-node'.`,
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "runtime.toml (default: built-in defaults)")
 	cmd.Flags().BoolVar(&dev, "dev", false, "development mode: in-memory root CA, no files needed")
+	cmd.Flags().BoolVar(&dataPlane, "dataplane", true, "intercept and secure the registered pods' traffic (false: issue identities only)")
 	cmd.Flags().StringVar(&adminAddress, "admin-address", "", "override telemetry.admin_address (host:port)")
 	return cmd
 }

@@ -43,9 +43,9 @@ func newRootCommand() *cobra.Command {
 		Use:   "ztcn",
 		Short: "Zero-trust container networking: SPIFFE identities, transparent mTLS and default-deny policy inside the container runtime",
 		Long: `ztcn puts zero-trust networking inside the container runtime: every workload
-gets a short-lived SPIFFE X.509-SVID from a node-local CA, and (as the data
-plane lands) every pod-to-pod connection is carried over mutual TLS and
-allowed only by policy.`,
+gets a short-lived SPIFFE X.509-SVID from a node-local CA, and every
+pod-to-pod connection is intercepted inside the pod's network namespace,
+carried over mutual TLS and allowed only by policy.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -57,6 +57,7 @@ allowed only by policy.`,
 		newSVIDCommand(),
 		newPolicyCommand(),
 		newCheckCommand(),
+		newStatusCommand(),
 	)
 	return root
 }

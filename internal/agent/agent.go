@@ -19,6 +19,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztcn/ztcn/internal/config"
+	"github.com/ztcn/ztcn/internal/control"
+	"github.com/ztcn/ztcn/internal/dataplane"
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/policy"
 	"github.com/ztcn/ztcn/internal/workload"
@@ -32,6 +34,10 @@ type Options struct {
 	// generated at start and nothing is read from ca_path.
 	Dev    bool
 	Logger *slog.Logger
+	// DataPlane attaches every registered pod's redirection and proxies
+	// its traffic. Without it the agent only issues identities: the mode
+	// for tests and for nodes where another layer carries the traffic.
+	DataPlane bool
 }
 
 // Agent is the node agent.
@@ -49,6 +55,18 @@ type Agent struct {
 	fixed     *policy.Snapshot
 	ready     atomic.Bool
 	adminAddr atomic.Value // net.Addr, once listening
+	startedAt time.Time
+
+	// dp is the data plane; nil when Options.DataPlane is false.
+	dp    *dataplane.DataPlane
+	state *stateStore
+	// podsMu serializes pod lifecycle changes and reconciliation: a pod is
+	// never repaired while it is being attached or detached.
+	podsMu   sync.Mutex
+	attached map[string]*attachedPod
+	events   eventCounters
+	// lastPolicyErr is the last failed policy reload, cleared by a good one.
+	lastPolicyErr atomic.Pointer[string]
 }
 
 // New builds an agent and loads its CA. A CA that cannot be loaded is an
@@ -80,6 +98,8 @@ func New(opts Options) (*Agent, error) {
 		registry:    workload.NewRegistry(),
 		bundles:     identity.NewBundles(),
 		revocations: identity.NewRevocations(),
+		state:       newStateStore(cfg.Agent.StateDir),
+		attached:    map[string]*attachedPod{},
 	}
 	for _, f := range cfg.Identity.Federation {
 		ftd, err := identity.ParseTrustDomain(f.TrustDomain)
@@ -132,6 +152,19 @@ func New(opts Options) (*Agent, error) {
 		Revocations:             a.revocations,
 		Rotation:                cfg.RotationFor,
 	})
+	if opts.DataPlane {
+		dp, err := dataplane.New(dataplane.Config{
+			Mode:     dataplane.Mode(cfg.Policy.Mode),
+			Policy:   a.Policy,
+			Verifier: a.Verifier(),
+			OnEvent:  a.onEvent,
+			Log:      log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.dp = dp
+	}
 	return a, nil
 }
 
@@ -154,9 +187,14 @@ func (a *Agent) loadPolicy(dev bool) error {
 		policy.WithOnReload(func(r policy.ReloadResult) {
 			switch {
 			case !r.OK:
+				msg := r.Err.Error()
+				a.lastPolicyErr.Store(&msg)
 				a.log.Error("policy reload failed; the last good policy stays in force", "error", r.Err)
 			case r.Changed:
+				a.lastPolicyErr.Store(nil)
 				a.log.Info("policy loaded", "version", r.Version, "warnings", len(r.Diagnostics))
+			default:
+				a.lastPolicyErr.Store(nil)
 			}
 		}))
 	if err != nil {
@@ -202,32 +240,6 @@ func (a *Agent) Verifier() *identity.Verifier {
 	return identity.NewVerifier(a.bundles, a.revocations)
 }
 
-// RunPod registers a pod and issues its identity before returning, so a
-// runtime adapter can hold the pod's start until it has one. If issuing
-// fails the pod is unregistered again: no pod runs without identity.
-func (a *Agent) RunPod(p workload.Pod) (*identity.SVID, error) {
-	if err := a.registry.RunPodSandbox(p); err != nil {
-		return nil, err
-	}
-	svid, err := a.identities.Start(workloadOf(p))
-	if err != nil {
-		_ = a.registry.StopPodSandbox(p.UID)
-		return nil, err
-	}
-	a.log.Info("workload identity issued", "pod", p.Namespace+"/"+p.Name, "uid", p.UID, "spiffe_id", svid.ID.String(), "not_after", svid.NotAfter())
-	return svid, nil
-}
-
-// StopPod revokes a pod's identity and removes it.
-func (a *Agent) StopPod(uid string) error {
-	idErr := a.identities.Stop(uid)
-	regErr := a.registry.StopPodSandbox(uid)
-	if idErr == nil {
-		a.log.Info("workload identity revoked", "uid", uid)
-	}
-	return errors.Join(idErr, regErr)
-}
-
 func workloadOf(p workload.Pod) identity.Workload {
 	return identity.Workload{UID: p.UID, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, Labels: p.Labels}
 }
@@ -241,9 +253,13 @@ func (a *Agent) AdminAddr() net.Addr {
 }
 
 // Run serves until ctx is cancelled, then stops every part and returns.
+// Stopping leaves every attached pod's rules in place: while no agent runs
+// their traffic is refused (fail closed), and the next Run re-attaches them
+// from the state dir.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.startedAt = time.Now()
 
 	if err := a.bundles.WatchFederation(ctx, a.federation, a.cfg.Identity.BundleRefresh, func(err error) {
 		a.log.Error("federated bundle not reloaded; the last good bundle stays in force", "error", err)
@@ -263,42 +279,53 @@ func (a *Agent) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("agent: workload API: %w", err)
 	}
+	ctl := control.NewServer(a.cfg.Agent.ControlSocket, controlBackend{a}, a.log)
+	ctlLn, err := ctl.Listen()
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("agent: %w", err)
+	}
+
+	// Pods of an earlier run come back before anything new is accepted.
+	a.reattach()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	wg.Add(3)
-	if a.policy != nil {
+	errc := make(chan error, 8)
+	run := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.policy.Run(ctx); err != nil {
-				errc <- fmt.Errorf("agent: policy watcher: %w", err)
+			if err := fn(); err != nil {
+				errc <- fmt.Errorf("agent: %s: %w", name, err)
 			}
 		}()
 	}
-	go func() {
-		defer wg.Done()
-		if err := wapi.Serve(ctx); err != nil {
-			errc <- fmt.Errorf("agent: workload API: %w", err)
+	if a.policy != nil {
+		run("policy watcher", func() error { return a.policy.Run(ctx) })
+		if a.dp != nil {
+			run("policy enforcement", func() error { a.enforcePolicyChanges(ctx); return nil })
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("agent: admin endpoint: %w", err)
+	}
+	run("workload API", func() error { return wapi.Serve(ctx) })
+	run("control API", func() error { return ctl.Serve(ctx, ctlLn) })
+	run("admin endpoint", func() error {
+		if err := admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		_ = a.identities.Run(ctx)
-	}()
+		return nil
+	})
+	run("identity manager", func() error { _ = a.identities.Run(ctx); return nil })
+	if a.dp != nil {
+		run("reconcile", func() error { a.reconcileLoop(ctx); return nil })
+	}
 
 	// Ready only once workloads can reach the Workload API.
 	select {
 	case <-wapi.Listening():
 		a.ready.Store(true)
 		a.log.Info("agent ready", "node", a.cfg.Agent.NodeName, "trust_domain", a.cfg.Identity.TrustDomain,
-			"admin", ln.Addr().String(), "workload_api", a.cfg.Identity.WorkloadAPISocket)
+			"admin", ln.Addr().String(), "workload_api", a.cfg.Identity.WorkloadAPISocket,
+			"control", a.cfg.Agent.ControlSocket, "dataplane", a.dp != nil, "mode", a.cfg.Policy.Mode)
 	case err := <-errc:
 		errc <- err
 	}
@@ -314,8 +341,62 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer done()
 	_ = admin.Shutdown(shutdownCtx)
 	wg.Wait()
+	if a.dp != nil {
+		// Close listeners and tunnels, keep the rules: fail closed.
+		if err := a.dp.Release(); err != nil {
+			a.log.Error("data plane release", "error", err)
+		}
+	}
 	a.log.Info("agent stopped")
 	return runErr
+}
+
+// enforcePolicyChanges applies each new policy to what is already open:
+// flows it no longer allows are closed.
+func (a *Agent) enforcePolicyChanges(ctx context.Context) {
+	for snap := range a.policy.Subscribe(ctx) {
+		if n := a.dp.Recheck(snap); n > 0 {
+			a.log.Info("closed open flows the new policy denies", "version", snap.Version, "flows", n)
+		}
+	}
+}
+
+// reconcileLoop checks every attached pod at start and then every
+// agent.reconcile_interval.
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	a.reconcile()
+	t := time.NewTicker(a.cfg.Agent.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.reconcile()
+		}
+	}
+}
+
+// Status is the agent's state for the control API and `ztcn status`.
+func (a *Agent) Status() control.Status {
+	st := control.Status{
+		Node: a.cfg.Agent.NodeName, TrustDomain: a.cfg.Identity.TrustDomain,
+		Ready: a.ready.Load(), StartedAt: a.startedAt, Mode: string(a.cfg.Policy.Mode),
+		DataPlane: a.dp != nil, Pods: a.podStatuses(), Events: a.events.snapshot(),
+	}
+	if addr := a.AdminAddr(); addr != nil {
+		st.AdminAddress = addr.String()
+	}
+	if snap := a.Policy(); snap != nil {
+		st.Policy = control.PolicyStatus{Version: snap.Version, Rules: snap.Index.Stats().Rules, LoadedAt: snap.LoadedAt}
+	}
+	if a.policy != nil {
+		st.Policy.Paths = []string{a.cfg.Policy.ConfigPath}
+	}
+	if e := a.lastPolicyErr.Load(); e != nil {
+		st.Policy.LastError = *e
+	}
+	return st
 }
 
 func (a *Agent) adminHandler() http.Handler {

@@ -26,6 +26,7 @@ func testConfig(t *testing.T) *config.Config {
 	dir := t.TempDir()
 	cfg.Agent.NodeName = "test-node"
 	cfg.Agent.ControlSocket = filepath.Join(dir, "control.sock")
+	cfg.Agent.StateDir = filepath.Join(dir, "state")
 	cfg.Identity.WorkloadAPISocket = filepath.Join(dir, "workload.sock")
 	cfg.Identity.CAPath = filepath.Join(dir, "ca")
 	cfg.Telemetry.AdminAddress = "127.0.0.1:0"

@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +105,10 @@ type Pod struct {
 	Endpoint *policy.Endpoint
 	// SVID returns the pod's current SVID (rotation needs no re-attach).
 	SVID func() *identity.SVID
+	// NonTCP is the pod's non-TCP allowlist (NonTCPAllowlist), installed
+	// with the redirection so that the pod never runs with a wider one;
+	// nil drops every UDP, SCTP and ICMP flow until SetNonTCP.
+	NonTCP []redirect.Allow
 }
 
 type podProxy struct {
@@ -114,6 +120,17 @@ type podProxy struct {
 	wg     sync.WaitGroup
 	// subject caches the pod resolved against the policy in force.
 	subject atomic.Pointer[cachedSubject]
+
+	// nsMu serializes everything that programs or reads the pod's rules
+	// (Install, SetNonTCPAllowlist, Verify, Repair, Remove), as package
+	// redirect requires for one pod, and guards the fields below.
+	nsMu sync.Mutex
+	// nonTCP is the allowlist last asked for. applied says that the
+	// namespace is known to hold it: after a failed switch it is false, so
+	// that asking again for the same list retries instead of being a no-op.
+	nonTCP   []redirect.Allow
+	applied  bool
+	detached bool
 }
 
 type cachedSubject struct {
@@ -129,10 +146,11 @@ func (dp *DataPlane) Attach(pod Pod) error {
 		return fmt.Errorf("dataplane: pod %s: an IPv4 address is required", pod.UID)
 	}
 	nsh := vnetns.NsHandle(pod.NS.Fd())
-	if err := redirect.Install(nsh, redirect.Spec{}); err != nil {
+	if err := redirect.Install(nsh, redirect.Spec{NonTCP: pod.NonTCP}); err != nil {
 		return fmt.Errorf("dataplane: pod %s: install redirection: %w", pod.UID, err)
 	}
-	p := &podProxy{dp: dp, pod: pod, in: func(fn func() error) error { return netns.Do(pod.NS, fn) }}
+	p := &podProxy{dp: dp, pod: pod, in: func(fn func() error) error { return netns.Do(pod.NS, fn) },
+		nonTCP: slices.Clone(pod.NonTCP), applied: true}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	if err := p.start(ctx); err != nil {
@@ -215,18 +233,96 @@ func (dp *DataPlane) Detach(uid string) error {
 	p.closeListeners()
 	p.wg.Wait()
 	dp.pool.Rotate(uid)
+	// A SetNonTCP or Repair that found the pod before it left the map must
+	// not program the namespace again after its rules are removed.
+	p.nsMu.Lock()
+	defer p.nsMu.Unlock()
+	p.detached = true
 	return redirect.Remove(vnetns.NsHandle(p.pod.NS.Fd()))
 }
 
-// Health verifies a pod's redirection rules.
-func (dp *DataPlane) Health(uid string) (redirect.Health, error) {
+// attached returns the pod with this UID and locks its namespace; the
+// caller unlocks p.nsMu.
+func (dp *DataPlane) attached(uid string) (*podProxy, error) {
 	dp.mu.Lock()
 	p, ok := dp.pods[uid]
 	dp.mu.Unlock()
-	if !ok {
-		return redirect.Health{}, fmt.Errorf("dataplane: pod %s is not attached", uid)
+	if ok {
+		p.nsMu.Lock()
+		if !p.detached {
+			return p, nil
+		}
+		p.nsMu.Unlock()
 	}
-	return redirect.Verify(vnetns.NsHandle(p.pod.NS.Fd()), redirect.Spec{})
+	return nil, fmt.Errorf("dataplane: pod %s is not attached", uid)
+}
+
+// spec is what the pod's rules should be. The caller holds p.nsMu.
+func (p *podProxy) spec() redirect.Spec { return redirect.Spec{NonTCP: p.nonTCP} }
+
+// Pods lists the UIDs of the attached pods, sorted: what a reconcile loop
+// walks with Health or Repair.
+func (dp *DataPlane) Pods() []string {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return slices.Sorted(maps.Keys(dp.pods))
+}
+
+// SetNonTCP replaces a pod's non-TCP allowlist (see NonTCPAllowlist), for a
+// policy change or a peer that came, went or changed. The switch is atomic
+// and flows the new list no longer admits are ended (see
+// redirect.SetNonTCPAllowlist). Asking again for the list in force does
+// not touch the kernel: a policy reload asks it of every pod.
+func (dp *DataPlane) SetNonTCP(uid string, allow []redirect.Allow) error {
+	p, err := dp.attached(uid)
+	if err != nil {
+		return err
+	}
+	defer p.nsMu.Unlock()
+	if p.applied && slices.Equal(p.nonTCP, allow) {
+		return nil
+	}
+	// Health and Repair compare against the list asked for from now on,
+	// whether or not the switch works: it is what the pod should have.
+	p.nonTCP, p.applied = slices.Clone(allow), false
+	if err := redirect.SetNonTCPAllowlist(vnetns.NsHandle(p.pod.NS.Fd()), allow); err != nil {
+		return fmt.Errorf("dataplane: pod %s: set non-TCP allowlist: %w", uid, err)
+	}
+	p.applied = true
+	return nil
+}
+
+// Health verifies a pod's redirection rules, its current non-TCP
+// allowlist included.
+func (dp *DataPlane) Health(uid string) (redirect.Health, error) {
+	p, err := dp.attached(uid)
+	if err != nil {
+		return redirect.Health{}, err
+	}
+	defer p.nsMu.Unlock()
+	return redirect.Verify(vnetns.NsHandle(p.pod.NS.Fd()), p.spec())
+}
+
+// Repair re-installs a pod's redirection, with its current non-TCP
+// allowlist, if it has drifted or is gone (see redirect.Repair), and
+// returns the health the pod is left with: Healthy, or what still differs
+// along with the error. Unlike redirect.Repair it reports the state after
+// the repair, not before: a reconcile loop has the "before" from Health
+// and wants to know whether the repair worked.
+func (dp *DataPlane) Repair(uid string) (redirect.Health, error) {
+	p, err := dp.attached(uid)
+	if err != nil {
+		return redirect.Health{}, err
+	}
+	defer p.nsMu.Unlock()
+	nsh := vnetns.NsHandle(p.pod.NS.Fd())
+	if _, err := redirect.Repair(nsh, p.spec()); err != nil {
+		after, verr := redirect.Verify(nsh, p.spec())
+		return after, errors.Join(fmt.Errorf("dataplane: pod %s: repair redirection: %w", uid, err), verr)
+	}
+	// redirect.Repair verified the result: the namespace holds the spec.
+	p.applied = true
+	return redirect.Health{State: redirect.Healthy}, nil
 }
 
 // Close detaches every pod.

@@ -166,27 +166,36 @@ func (m *mesh) addPod(name string, host byte, labels map[string]string) *meshPod
 
 // serveHTTP runs an HTTP server inside the pod that answers with the
 // client address it sees.
-func (p *meshPod) serveHTTP(t *testing.T, port int) {
+func (p *meshPod) serveHTTP(t *testing.T, port int) { serveHTTPIn(t, p.ns, p.name, port) }
+
+// serveHTTPIn runs, in ns, an HTTP server on port that answers "hello from
+// NAME; you are CLIENT" and returns how many requests it has answered.
+func serveHTTPIn(t *testing.T, ns *netns.NS, name string, port int) *atomic.Int64 {
 	t.Helper()
 	var ln net.Listener
-	if err := netns.Do(p.ns, func() error {
+	if err := netns.Do(ns, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
+	served := new(atomic.Int64)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello from %s; you are %s\n", p.name, r.RemoteAddr)
+		served.Add(1)
+		fmt.Fprintf(w, "hello from %s; you are %s\n", name, r.RemoteAddr)
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
+	return served
 }
 
 // curl runs the real curl inside a pod's namespace.
-func (p *meshPod) curl(t *testing.T, url string) (string, error) {
-	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", p.ns.Name(), "curl", "-sS", "--max-time", "5", url).CombinedOutput()
+func (p *meshPod) curl(t *testing.T, url string) (string, error) { return curlIn(p.ns, url) }
+
+// curlIn runs the real curl inside ns, which must be a named namespace.
+func curlIn(ns *netns.NS, url string) (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", ns.Name(), "curl", "-sS", "--max-time", "5", url).CombinedOutput()
 	return string(out), err
 }
 
@@ -352,9 +361,15 @@ func TestRevokedSourceIsRefusedAtTheDestination(t *testing.T) {
 // (outside the mesh) and returns the first line of the answer.
 func (m *mesh) httpFromNode(t *testing.T, dst netip.AddrPort) (string, error) {
 	t.Helper()
+	return plaintextHTTP(m.node.NS(), dst)
+}
+
+// plaintextHTTP sends a plaintext GET to dst from ns, as a client outside
+// the mesh would, and returns the server's "hello" line if it answers.
+func plaintextHTTP(ns *netns.NS, dst netip.AddrPort) (string, error) {
 	var line string
 	var err error
-	_ = netns.Do(m.node.NS(), func() error {
+	_ = netns.Do(ns, func() error {
 		var c net.Conn
 		c, err = net.DialTimeout("tcp4", dst.String(), 2*time.Second)
 		if err != nil {
