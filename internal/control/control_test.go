@@ -3,10 +3,10 @@ package control
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
