@@ -352,12 +352,16 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // enforcePolicyChanges applies each new policy to what is already open:
-// flows it no longer allows are closed.
+// TCP flows it no longer allows are closed, and every pod's non-TCP
+// allowlist is swapped (which also ends the non-TCP flows it withdraws).
 func (a *Agent) enforcePolicyChanges(ctx context.Context) {
 	for snap := range a.policy.Subscribe(ctx) {
 		if n := a.dp.Recheck(snap); n > 0 {
 			a.log.Info("closed open flows the new policy denies", "version", snap.Version, "flows", n)
 		}
+		a.podsMu.Lock()
+		a.syncNonTCPLocked()
+		a.podsMu.Unlock()
 	}
 }
 

@@ -100,6 +100,8 @@ func (a *Agent) attach(p workload.Pod, ip netip.Addr, svid *identity.SVID) error
 	uid := p.UID
 	err = a.dp.Attach(dataplane.Pod{
 		UID: uid, IP: ip, NS: ns, Endpoint: ep,
+		// The pod's non-TCP filter is right from its first packet.
+		NonTCP: a.nonTCPFor(a.Policy(), ep),
 		SVID: func() *identity.SVID {
 			// The manager rotates the SVID in place; the data plane reads
 			// it per handshake.
@@ -112,6 +114,8 @@ func (a *Agent) attach(p workload.Pod, ip netip.Addr, svid *identity.SVID) error
 		return err
 	}
 	a.attached[uid] = &attachedPod{ns: ns, endpoint: ep, health: control.Redirection{State: control.RedirectionHealthy, CheckedAt: time.Now()}}
+	// The other pods may now exchange packets with this one.
+	a.syncNonTCPLocked()
 	return nil
 }
 
@@ -131,6 +135,9 @@ func (a *Agent) stopPodLocked(uid string) error {
 		errs = append(errs, a.dp.Detach(uid))
 		ap.ns.Close()
 		delete(a.attached, uid)
+		// Its address may be reused by the next pod: withdraw what the
+		// others allowed it.
+		a.syncNonTCPLocked()
 	}
 	idErr := a.identities.Stop(uid)
 	errs = append(errs, idErr, a.registry.StopPodSandbox(uid), a.state.remove(uid))

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -337,4 +339,135 @@ func TestAgentFailsClosedWhenKilledAndReattachesOnRestart(t *testing.T) {
 		n.kill(syscall.SIGTERM)
 		blocked(t, "agent stopped")
 	})
+}
+
+// agentPolicy allows frontend → backend on TCP 8080 and 7000, UDP 5353.
+const agentPolicy = `policies:
+  - subject: "app:frontend"
+    allow:
+      - destination: "app:backend"
+        ports: [8080, 7000]
+      - destination: "app:backend"
+        ports: [5353]
+        protocols: [udp]
+`
+
+// agentPolicyNarrowed withdraws TCP 7000 and UDP 5353.
+const agentPolicyNarrowed = `policies:
+  - subject: "app:frontend"
+    allow:
+      - destination: "app:backend"
+        ports: [8080]
+`
+
+// TestAgentAppliesPolicyFileChangesToRunningPods: the agent compiles each
+// pod's UDP allowlist from the policy file and the pods it knows, and
+// editing the file reaches the running pods: new and open flows the new
+// policy withdraws (TCP and UDP) end, and what it still allows goes on.
+func TestAgentAppliesPolicyFileChangesToRunningPods(t *testing.T) {
+	n := newAgentNode(t, agentPolicy)
+	frontend := n.addPod("frontend", 2, map[string]string{"app": "frontend"})
+	backend := n.addPod("backend", 3, map[string]string{"app": "backend"})
+	other := n.addPod("other", 4, map[string]string{"app": "other"})
+	at5353 := udpEchoIn(t, backend.NS, 5353)
+	udpDst := netip.AddrPortFrom(backend.Addr.Addr(), 5353)
+	echoTCPIn(t, backend.NS, 7000)
+	echoTCPIn(t, backend.NS, 8080)
+
+	if !udpAllowed(t, frontend.NS, udpDst, at5353, "frontend->backend:5353") {
+		t.Fatal("UDP that policy allows did not arrive")
+	}
+	if udpAllowed(t, other.NS, udpDst, at5353, "other->backend:5353") {
+		t.Fatal("UDP from a pod without permission arrived")
+	}
+	openUDP := udpConn(t, frontend.NS, udpDst)
+	if !echoed(t, openUDP, "open flow, before") {
+		t.Fatal("UDP flow did not start")
+	}
+	withdrawn := dialEcho(t, frontend.NS, netip.AddrPortFrom(backend.Addr.Addr(), 7000))
+	kept := dialEcho(t, frontend.NS, netip.AddrPortFrom(backend.Addr.Addr(), 8080))
+
+	if err := os.WriteFile(filepath.Join(n.dir, "policy.yaml"), []byte(agentPolicyNarrowed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("policy version 2", func(st control.Status) bool { return st.Policy.Version == 2 })
+	deadline := time.Now().Add(5 * time.Second)
+	for udpAllowed(t, frontend.NS, udpDst, at5353, fmt.Sprintf("after reload %d", time.Now().UnixNano())) {
+		if time.Now().After(deadline) {
+			t.Fatal("new UDP flows still allowed after the policy withdrew them")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if echoed(t, openUDP, "open flow, after") {
+		t.Fatal("a UDP flow opened under the old policy survived the new one")
+	}
+	if withdrawn.roundTrip("after") {
+		t.Fatal("a TCP connection the new policy denies stayed open")
+	}
+	if !kept.roundTrip("after") {
+		t.Fatal("a TCP connection both policies allow was closed")
+	}
+	n.waitFor("the revoked flow counted", func(st control.Status) bool { return st.Events["flow_revoked"] > 0 })
+}
+
+// echoTCPIn runs a line echo server on port inside ns.
+func echoTCPIn(t *testing.T, ns *netns.NS, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := netns.Do(ns, func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s := bufio.NewScanner(c)
+				for s.Scan() {
+					fmt.Fprintln(c, s.Text())
+				}
+			}()
+		}
+	}()
+}
+
+// echoClient is an open connection to a line echo server.
+type echoClient struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// dialEcho connects from inside ns to dst and checks one round trip.
+func dialEcho(t *testing.T, ns *netns.NS, dst netip.AddrPort) *echoClient {
+	t.Helper()
+	var c net.Conn
+	if err := netns.Do(ns, func() (err error) {
+		c, err = net.DialTimeout("tcp4", dst.String(), 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e := &echoClient{c: c, r: bufio.NewReader(c)}
+	if !e.roundTrip("hello") {
+		t.Fatalf("no echo from %s", dst)
+	}
+	return e
+}
+
+// roundTrip sends line and reports whether it came back.
+func (e *echoClient) roundTrip(line string) bool {
+	_ = e.c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintln(e.c, line); err != nil {
+		return false
+	}
+	got, err := e.r.ReadString('\n')
+	return err == nil && got == line+"\n"
 }

@@ -282,56 +282,15 @@ func TestPolicyReloadClosesANowDeniedConnection(t *testing.T) {
 	frontend := m.addPod("frontend", 2, map[string]string{"app": "frontend"})
 	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
 
-	// An echo server on 7000 in the backend.
-	var ln net.Listener
-	if err := netns.Do(backend.ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", "0.0.0.0:7000")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s := bufio.NewScanner(c)
-				for s.Scan() {
-					fmt.Fprintln(c, s.Text())
-				}
-			}()
-		}
-	}()
-
-	var conn net.Conn
-	if err := netns.Do(frontend.ns, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp4", netip.AddrPortFrom(backend.ip, 7000).String(), 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	fmt.Fprintln(conn, "ping")
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if line, err := r.ReadString('\n'); err != nil || line != "ping\n" {
-		t.Fatalf("echo before reload: %q %v", line, err)
-	}
+	echoTCPIn(t, backend.ns, 7000)
+	conn := dialEcho(t, frontend.ns, netip.AddrPortFrom(backend.ip, 7000))
 
 	m.setPolicy("policies:\n  - subject: \"app:frontend\"\n    allow:\n      - destination: \"app:backend\"\n        ports: [8080]\n")
 	if n := m.dp.Recheck(m.snap.Load()); n != 1 {
 		t.Fatalf("Recheck closed %d flows, want 1", n)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintln(conn, "still there?")
-	if line, err := r.ReadString('\n'); err == nil {
-		t.Fatalf("connection survived a policy that denies it: read %q", line)
+	if conn.roundTrip("still there?") {
+		t.Fatal("connection survived a policy that denies it")
 	}
 	// The event is emitted when the pump has finished closing both sides,
 	// which may be just after the client saw its end.
