@@ -77,6 +77,14 @@ func (p *podProxy) authorizeHBONE(_ context.Context, req *hbone.Request) (hbone.
 	if !src.IsValid() {
 		src = req.Remote
 	}
+	// The peer was verified when its connection was made; the connection
+	// may be minutes old and carry many streams. A certificate revoked,
+	// expired or distrusted since then gets no new stream.
+	if err := p.dp.cfg.Verifier.StillValid(req.Peer); err != nil {
+		p.emit(Event{Kind: EventDenied, Direction: Inbound, Source: src, Dest: req.Target, SourceID: req.Peer.ID.String(),
+			DestID: p.pod.Endpoint.SPIFFEID, Enforced: true, Reason: "peer certificate no longer valid", Err: err.Error()})
+		return nil, hbone.ErrDenied
+	}
 	snap := p.dp.cfg.Policy()
 	srcEP := peerEndpoint(req.Peer, src.Addr())
 	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, req.Target.Port())

@@ -159,3 +159,31 @@ func ekuName(u x509.ExtKeyUsage) string {
 		return fmt.Sprintf("EKU(%d)", u)
 	}
 }
+
+// StillValid re-checks a peer verified earlier, for a connection that
+// outlives its handshake (a pooled HBONE connection carries streams for
+// minutes): every certificate of its chain must still be within its
+// validity, none revoked since, and the chain's anchor still in the bundle
+// of the peer's trust domain (a federation withdrawn, or a root rotated
+// out, ends trust in connections made under it). It is cheap: no signature
+// is checked again.
+func (v *Verifier) StillValid(p *Peer) error {
+	now := v.now()
+	for _, c := range p.Chain {
+		if now.After(c.NotAfter) {
+			return fmt.Errorf("identity: %s: certificate serial %s expired at %s", p.ID, c.SerialNumber.Text(16), c.NotAfter.UTC().Format(time.RFC3339))
+		}
+		if v.revoked != nil && v.revoked.IsRevoked(c) {
+			return fmt.Errorf("identity: %s: certificate serial %s is revoked", p.ID, c.SerialNumber.Text(16))
+		}
+	}
+	if len(p.Chain) == 0 {
+		return fmt.Errorf("identity: %s: no verified chain", p.ID)
+	}
+	anchor := p.Chain[len(p.Chain)-1]
+	b, err := v.bundles.GetX509BundleForTrustDomain(p.ID.TrustDomain())
+	if err != nil || !b.HasX509Authority(anchor) {
+		return fmt.Errorf("identity: %s: its trust anchor is no longer in the bundle of %s", p.ID, p.ID.TrustDomain())
+	}
+	return nil
+}

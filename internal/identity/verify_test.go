@@ -218,3 +218,54 @@ func signTemplate(t testing.TB, ca *CA, uri string, edit func(*x509.Certificate)
 	}
 	return &SVID{ID: id, Certificates: append([]*x509.Certificate{c}, ca.Chain()...), PrivateKey: key}
 }
+
+// TestStillValidEndsTrustInLongLivedConnections: a peer verified at a
+// handshake stops being trusted when its leaf or node CA is revoked, when
+// its certificate expires, and when its root leaves the bundle.
+func TestStillValidEndsTrustInLongLivedConnections(t *testing.T) {
+	pki := newTestPKI(t, "cluster.local")
+	now := time.Now()
+	v := NewVerifier(pki.bundles, pki.revoked, WithVerifyClock(func() time.Time { return now }))
+	verified := func(t *testing.T) *Peer {
+		t.Helper()
+		p, err := v.Verify(rawChain(pki.issue(t, "/ns/a/sa/b", nil).Certificates), x509.ExtKeyUsageClientAuth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.StillValid(p); err != nil {
+			t.Fatalf("fresh peer: %v", err)
+		}
+		return p
+	}
+	t.Run("leaf revoked", func(t *testing.T) {
+		p := verified(t)
+		pki.revoked.Revoke(p.Chain[0])
+		if err := v.StillValid(p); err == nil || !strings.Contains(err.Error(), "revoked") {
+			t.Fatalf("StillValid = %v", err)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		p := verified(t)
+		defer func(saved time.Time) { now = saved }(now)
+		now = p.NotAfter.Add(time.Second)
+		if err := v.StillValid(p); err == nil || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("StillValid = %v", err)
+		}
+	})
+	t.Run("root removed from the bundle", func(t *testing.T) {
+		p := verified(t)
+		other := newTestPKI(t, "cluster.local")
+		pki.bundles.Set(pki.td, other.root.Roots())
+		defer pki.bundles.Set(pki.td, pki.root.Roots())
+		if err := v.StillValid(p); err == nil || !strings.Contains(err.Error(), "no longer in the bundle") {
+			t.Fatalf("StillValid = %v", err)
+		}
+	})
+	t.Run("node CA revoked", func(t *testing.T) {
+		p := verified(t)
+		pki.revoked.Revoke(pki.node.Certificate())
+		if err := v.StillValid(p); err == nil {
+			t.Fatal("peer under a revoked node CA still valid")
+		}
+	})
+}
