@@ -421,3 +421,39 @@ func TestRotationIsSeamless(t *testing.T) {
 		t.Fatal("a connection open across the rotation was cut")
 	}
 }
+
+// TestAuditModeLetsDeniedFlowsThroughAndReportsThem: in audit mode nothing
+// is blocked, and every flow strict policy would deny is reported as a
+// would-be denial (Enforced false), so a policy can be tried on live
+// traffic before it is enforced.
+func TestAuditModeLetsDeniedFlowsThroughAndReportsThem(t *testing.T) {
+	m := newMeshMode(t, shopPolicy, dataplane.Audit)
+	other := m.addPod("other", 4, map[string]string{"app": "other"})
+	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
+	backend.serveHTTP(t, 8080)
+
+	out, err := other.curl(t, fmt.Sprintf("http://%s:8080/", backend.ip))
+	if err != nil || !strings.Contains(out, fmt.Sprintf("you are %s:", other.ip)) {
+		t.Fatalf("audit mode blocked a flow: %v %s", err, out)
+	}
+	if line, err := m.httpFromNode(t, netip.AddrPortFrom(backend.ip, 8080)); err != nil || !strings.HasPrefix(line, "hello from backend") {
+		t.Fatalf("audit mode blocked plaintext: %v %q", err, line)
+	}
+	var outbound, inbound, plaintext bool
+	for _, e := range m.eventsOf(dataplane.EventDenied) {
+		if e.Enforced || e.Allowed {
+			t.Errorf("audit event claims enforcement: %+v", e)
+		}
+		switch {
+		case e.Direction == dataplane.Outbound && e.Source.Addr() == other.ip:
+			outbound = true
+		case e.Direction == dataplane.Inbound && e.SourceID != "":
+			inbound = true
+		case e.Direction == dataplane.Inbound && e.SourceID == "":
+			plaintext = true
+		}
+	}
+	if !outbound || !inbound || !plaintext {
+		t.Fatalf("would-be denials reported: outbound %v, inbound (HBONE) %v, plaintext %v", outbound, inbound, plaintext)
+	}
+}

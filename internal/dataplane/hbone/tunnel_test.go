@@ -110,11 +110,19 @@ func TestHalfCloseAppFirst(t *testing.T) {
 // sees an error, not a clean EOF.
 func TestAppResetResetsStream(t *testing.T) {
 	e := newEnv(t, withApp(func(c net.Conn) {
+		// Reset only once the stream is up: a reset racing the agent's
+		// connect fails the dial itself (a 503, also correct, but not
+		// what this test is about).
+		var b [1]byte
+		_, _ = io.ReadFull(c, b[:])
 		io.WriteString(c, "partial")
 		c.(*net.TCPConn).SetLinger(0) // close sends RST
 	}))
 	s := e.dial(t)
 	defer s.Close()
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := io.ReadAll(s); err == nil {
 		t.Fatal("read ended cleanly after the application reset")
 	}
