@@ -35,7 +35,7 @@ import (
 // workload can share an entry with its neighbours.
 //
 // ICMP is echo request only (replies and errors about allowed flows pass
-// as conntrack "related"), and the policy cannot name ICMP: it is allowed
+// as conntrack "related"). It is allowed where a native rule lists icmp,
 // where a rule naming no port and no protocol allows the flow (see
 // policy.Index.AllowedPorts), and where neither side is isolated.
 //
@@ -157,15 +157,14 @@ func NonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.End
 }
 
 // nonTCPProtocols are the protocols of the allowlist and what policy calls
-// them; a read-only table. The policy has no ICMP: AllowedPorts answers
-// for a protocol without ports when asked about AnyProtocol.
+// them; a read-only table.
 var nonTCPProtocols = [...]struct {
 	policy policy.Protocol
 	nft    redirect.Protocol
 }{
 	{policy.UDP, redirect.UDP},
 	{policy.SCTP, redirect.SCTP},
-	{policy.AnyProtocol, redirect.ICMP},
+	{policy.ICMP, redirect.ICMP},
 }
 
 // admission is what policy allows between the pod and one peer: for each

@@ -524,12 +524,17 @@ func importPortEntries(ports []PortRange) []importPortEntry {
 	if len(ports) == 0 {
 		ports = AllPorts
 	}
-	protos := []Protocol{TCP, UDP, SCTP}
+	// A Kubernetes rule without ports allows all traffic, ICMP included;
+	// ICMP has no ports, so only such a rule carries it over.
+	protos := []Protocol{TCP, UDP, SCTP, ICMP}
 	byProto := map[Protocol][]PortRange{}
 	all := map[Protocol]bool{}
 	for _, r := range ports {
 		for _, p := range protos {
 			if r.Protocol != AnyProtocol && r.Protocol != p {
+				continue
+			}
+			if p == ICMP && (r.Name != "" || r.Lo != 0 || r.Hi != 65535) {
 				continue
 			}
 			if r.Name == "" && r.Lo == 0 && r.Hi == 65535 {

@@ -21,9 +21,15 @@ const (
 	TCP
 	UDP
 	SCTP
+	// ICMP has no ports. Native rules name it in protocols, without ports;
+	// Kubernetes cannot name it, but a rule without ports ("all traffic")
+	// covers it. The data plane admits echo requests (ping) and, through
+	// conntrack, their replies and the errors about allowed flows.
+	ICMP
 )
 
-// ParseProtocol reads "tcp", "UDP", "sctp" (any case).
+// ParseProtocol reads "tcp", "UDP", "sctp" (any case): the protocols that
+// have ports. ICMP is only ever named in a native rule's protocols.
 func ParseProtocol(s string) (Protocol, error) {
 	switch strings.ToLower(s) {
 	case "tcp":
@@ -44,6 +50,8 @@ func (p Protocol) String() string {
 		return "UDP"
 	case SCTP:
 		return "SCTP"
+	case ICMP:
+		return "ICMP"
 	}
 	return "any"
 }
@@ -328,6 +336,8 @@ var AllPorts = []PortRange{{Protocol: AnyProtocol, Lo: 0, Hi: 65535}}
 func (r PortRange) String() string {
 	var p string
 	switch {
+	case r.Protocol == ICMP:
+		return "ICMP"
 	case r.Name != "":
 		p = r.Name
 	case r.Lo == 0 && r.Hi == 65535:

@@ -377,7 +377,7 @@ func lintNormalize(ports []PortRange) []PortRange {
 			out = append(out, p)
 		}
 	}
-	for _, proto := range []Protocol{AnyProtocol, TCP, UDP, SCTP} {
+	for _, proto := range []Protocol{AnyProtocol, TCP, UDP, SCTP, ICMP} {
 		var spans []PortRange
 		for _, p := range ports {
 			if p.Name == "" && lintProtoCovers(p.Protocol, proto) && lintLo(p) <= int(p.Hi) {

@@ -336,12 +336,12 @@ func (p *nativeParser) protocols(n *yaml.Node) []Protocol {
 	if n == nil {
 		return []Protocol{TCP}
 	}
-	items, ok := p.list(n, "protocols", "a list of tcp, udp or sctp")
+	items, ok := p.list(n, "protocols", "a list of tcp, udp, sctp or icmp")
 	if !ok {
 		return nil
 	}
 	if len(items) == 0 {
-		p.errorf(n, "protocols lists no protocol (want tcp, udp or sctp; omit protocols to mean tcp)")
+		p.errorf(n, "protocols lists no protocol (want tcp, udp, sctp or icmp; omit protocols to mean tcp)")
 		return nil
 	}
 	var out []Protocol
@@ -351,8 +351,11 @@ func (p *nativeParser) protocols(n *yaml.Node) []Protocol {
 			continue
 		}
 		proto, err := ParseProtocol(s)
+		if strings.EqualFold(s, "icmp") {
+			proto, err = ICMP, nil
+		}
 		if err != nil {
-			p.errorf(item, "%v", err)
+			p.errorf(item, "unknown protocol %q (want tcp, udp, sctp or icmp)", s)
 			continue
 		}
 		if slices.Contains(out, proto) {
@@ -374,6 +377,10 @@ func (p *nativeParser) ports(n *yaml.Node, protocols []Protocol) []PortRange {
 			out[i] = PortRange{Protocol: proto, Lo: 0, Hi: 65535}
 		}
 		return out
+	}
+	if slices.Contains(protocols, ICMP) {
+		p.errorf(n, "icmp has no ports: write it in a rule of its own, without ports")
+		return nil
 	}
 	items, ok := p.list(n, "ports", "a list of ports")
 	if !ok {

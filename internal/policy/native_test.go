@@ -235,6 +235,14 @@ var nativeSemanticCases = []struct {
 		},
 	},
 	{
+		name: "icmp is a protocol without ports",
+		src:  ntYAML("policies:", "  - subject: app:a", "    allow:", "      - destination: app:b", "        protocols: [icmp, udp]"),
+		grants: []string{
+			"egress allow app:a => app:b ICMP,*/UDP #0",
+			"ingress allow app:b => app:a ICMP,*/UDP #0",
+		},
+	},
+	{
 		name: "each protocol gets each port, range and named port",
 		src: ntYAML("policies:", "  - subject: app:a", "    allow:", "      - destination: app:b",
 			`        ports: [53, "8000-8100", "9000", dns]`, "        protocols: [udp, tcp]"),
@@ -537,12 +545,17 @@ var nativeErrorCases = []struct {
 	{
 		name:  "protocols: [] is an error",
 		src:   ntYAML("policies:", "  - subject: app:a", "    allow:", "      - destination: app:b", "        protocols: []"),
-		diags: []string{`5:20: error: protocols lists no protocol (want tcp, udp or sctp; omit protocols to mean tcp)`},
+		diags: []string{`5:20: error: protocols lists no protocol (want tcp, udp, sctp or icmp; omit protocols to mean tcp)`},
 	},
 	{
 		name:  "an unknown protocol",
-		src:   ntYAML("policies:", "  - subject: app:a", "    allow:", "      - destination: app:b", "        protocols: [tcp, icmp]"),
-		diags: []string{`5:26: error: unknown protocol "icmp" (want tcp, udp or sctp)`},
+		src:   ntYAML("policies:", "  - subject: app:a", "    allow:", "      - destination: app:b", "        protocols: [tcp, gre]"),
+		diags: []string{`5:26: error: unknown protocol "gre" (want tcp, udp, sctp or icmp)`},
+	},
+	{
+		name:  "icmp with ports",
+		src:   ntYAML("policies:", "  - subject: app:a", "    allow:", "      - destination: app:b", "        protocols: [udp, icmp]", "        ports: [53]"),
+		diags: []string{`6:16: error: icmp has no ports: write it in a rule of its own, without ports`},
 	},
 	{
 		name:  "a protocol that is not a string",

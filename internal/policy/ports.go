@@ -17,11 +17,11 @@ import (
 // proto (Name empty). UDP, SCTP and TCP are answered over ports 1–65535;
 // port 0 is no port a flow can use and is never returned.
 //
-// proto AnyProtocol asks about a protocol without ports, ICMP. The policy
-// cannot name ICMP, so ICMP is granted only by rules that name no port and
-// no protocol (a Kubernetes rule without ports, which allows "all
-// traffic"), or where neither side is isolated. The answer is AllPorts
-// when Decide(src, dst, AnyProtocol, 0) allows the flow, nil otherwise.
+// ICMP (and AnyProtocol) have no ports: ICMP is granted by native rules
+// that list icmp in their protocols, by rules that name no port and no
+// protocol (a Kubernetes rule without ports, which allows "all traffic"),
+// or where neither side is isolated. The answer is AllPorts when
+// Decide(src, dst, proto, 0) allows the flow, nil otherwise.
 //
 // Decide is called once per range of ports on which no rule of either side
 // starts or ends, not once per port: the cost follows the number of rules
@@ -30,8 +30,8 @@ func (ix *Index) AllowedPorts(src, dst *Subject, proto Protocol) []PortRange {
 	if src.ix != ix || dst.ix != ix {
 		return nil // Decide refuses subjects of another index; so do we
 	}
-	if proto == AnyProtocol {
-		if ix.Decide(src, dst, AnyProtocol, 0).Allowed {
+	if proto == AnyProtocol || proto == ICMP {
+		if ix.Decide(src, dst, proto, 0).Allowed {
 			return slices.Clone(AllPorts)
 		}
 		return nil

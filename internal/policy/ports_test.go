@@ -202,7 +202,7 @@ func TestAllowedPortsAgreesWithDecide(t *testing.T) {
 	}, {
 		name:   "a rule without ports allows ICMP",
 		policy: fmt.Sprintf(kubeAllowAllFromClient, "", ""),
-		src:    "client", dst: "server", proto: AnyProtocol,
+		src:    "client", dst: "server", proto: ICMP,
 		want: AllPorts,
 	}, {
 		name:   "a UDP-only rule allows no SCTP",
@@ -211,7 +211,26 @@ func TestAllowedPortsAgreesWithDecide(t *testing.T) {
 	}, {
 		name:   "a UDP-only rule allows no ICMP",
 		policy: fmt.Sprintf(kubeAllowAllFromClient, "    ports: [{protocol: UDP}]", ""),
-		src:    "client", dst: "server", proto: AnyProtocol,
+		src:    "client", dst: "server", proto: ICMP,
+	}, {
+		name: "a native rule listing icmp allows ICMP",
+		policy: `policies:
+  - subject: "app:client"
+    allow:
+      - destination: "app:server"
+        protocols: [icmp]
+`,
+		src: "client", dst: "server", proto: ICMP,
+		want: AllPorts,
+	}, {
+		name: "a native rule listing icmp allows no UDP",
+		policy: `policies:
+  - subject: "app:client"
+    allow:
+      - destination: "app:server"
+        protocols: [icmp]
+`,
+		src: "client", dst: "server", proto: UDP,
 	}, {
 		name:   "the source's narrow egress limits the destination's wide ingress",
 		policy: fmt.Sprintf(kubeAllowAllFromClient, "    ports: [{protocol: UDP}]", "    ports: [{port: 53, protocol: UDP}]"),
@@ -236,7 +255,7 @@ func TestAllowedPortsAgreesWithDecide(t *testing.T) {
     allow:
       - destination: "app:nothing"
 `,
-		src: "client", dst: "server", proto: AnyProtocol,
+		src: "client", dst: "server", proto: ICMP,
 		want: AllPorts,
 	}, {
 		name: "in selected mode only the isolated side restricts",
@@ -323,7 +342,7 @@ spec:
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("AllowedPorts = %s, want %s", portsText(got), portsText(tc.want))
 			}
-			if tc.proto == AnyProtocol {
+			if tc.proto == ICMP {
 				return
 			}
 			if slow := portsByDecide(ix, src, dst, tc.proto); !slices.Equal(got, slow) {
@@ -413,6 +432,11 @@ func TestAllowedPortsMatchesDecideOnRandomPolicies(t *testing.T) {
 		}
 		var out []PortRange
 		for range 1 + rng.IntN(4) {
+			if rng.IntN(8) == 0 {
+				// A native icmp rule: no port.
+				out = append(out, PortRange{Protocol: ICMP, Lo: 0, Hi: 65535})
+				continue
+			}
 			r := PortRange{Protocol: protos[rng.IntN(len(protos))]}
 			switch rng.IntN(4) {
 			case 0:
@@ -471,8 +495,8 @@ func TestAllowedPortsMatchesDecideOnRandomPolicies(t *testing.T) {
 							round, mode, src.Endpoint(), dst.Endpoint(), proto, portsText(got), portsText(want), set.Grants)
 					}
 				}
-				icmp := ix.AllowedPorts(src, dst, AnyProtocol)
-				if want := ix.Decide(src, dst, AnyProtocol, 0).Allowed; (icmp != nil) != want {
+				icmp := ix.AllowedPorts(src, dst, ICMP)
+				if want := ix.Decide(src, dst, ICMP, 0).Allowed; (icmp != nil) != want {
 					t.Fatalf("round %d %s -> %s: portless answer %s, Decide says %v", round, src.Endpoint(), dst.Endpoint(), portsText(icmp), want)
 				}
 			}

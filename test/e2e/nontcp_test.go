@@ -412,4 +412,14 @@ func TestNonTCPAllowlistEnforcesPolicyOnICMP(t *testing.T) {
 			t.Fatal("echo request answered under a UDP-only policy")
 		}
 	})
+	t.Run("a native rule with protocols [icmp] allows ping", func(t *testing.T) {
+		m.setPolicy("policies:\n  - subject: \"app:c\"\n    allow:\n      - destination: \"app:b\"\n        protocols: [icmp]\n")
+		m.sync(t)
+		if !pingFrom(t, c.ns, b.ip) {
+			t.Fatal("echo request allowed by a native icmp rule got no reply")
+		}
+		if pingFrom(t, a.ns, b.ip) {
+			t.Fatal("echo request from a pod the icmp rule does not name was answered")
+		}
+	})
 }
