@@ -33,6 +33,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary ztcnBinary built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if ztcnBin != "" {
+		os.RemoveAll(filepath.Dir(ztcnBin))
+	}
+	os.Exit(code)
+}
+
 // ztcnBinary builds cmd/ztcn once per test run: the agent must run as its
 // own process so that it can be killed.
 func ztcnBinary(t *testing.T) string {
