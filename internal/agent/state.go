@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,8 +38,9 @@ func newStateStore(stateDir string) *stateStore {
 }
 
 func (s *stateStore) file(uid string) string {
-	// UIDs are runtime-chosen strings; keep them from naming other paths.
-	return filepath.Join(s.dir, strings.NewReplacer("/", "_", "\x00", "_").Replace(uid)+".json")
+	// UIDs are runtime-chosen strings: escaped, so that no UID names
+	// another path and two UIDs never share a file.
+	return filepath.Join(s.dir, url.PathEscape(uid)+".json")
 }
 
 func (s *stateStore) save(pod workload.Pod) error {
