@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,6 +31,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			return int(code)
+		}
 		if err != errSilent {
 			fmt.Fprintf(stderr, "ztcn: %v\n", err)
 		}
@@ -37,6 +42,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// exitCode is an error that only carries the exit code to return, for a
+// command whose own output already told what happened (`ztcn exec` passes
+// on the exit code of the command it ran).
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit code %d", int(c)) }
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -58,6 +70,12 @@ carried over mutual TLS and allowed only by policy.`,
 		newPolicyCommand(),
 		newCheckCommand(),
 		newStatusCommand(),
+		newUpCommand(),
+		newDownCommand(),
+		newExecCommand(),
+		newLogsCommand(),
+		newDemoCommand(),
+		newPodExecCommand(),
 	)
 	return root
 }

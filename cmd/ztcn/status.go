@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -15,22 +17,34 @@ import (
 
 	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
+	"github.com/ztcn/ztcn/internal/runtime/local"
 )
 
 func newStatusCommand() *cobra.Command {
-	var configPath, socket, output string
+	var configPath, socket, output, run string
 	cmd := &cobra.Command{
-		Use:   "status [--config runtime.toml | --socket PATH] [-o text|json]",
+		Use:   "status [--config runtime.toml | --socket PATH | --run NAME] [-o text|json]",
 		Short: "Show the running agent: pods, identities, certificate expiry, policy, redirection health",
 		Long: `Ask the running agent, over its control socket (agent.control_socket), for
 its state: every pod with its SPIFFE ID, certificate expiry and the health of
 its in-pod redirection (healthy, drifted, failed), the policy version in force
 and the data plane's event counters. Exits 1 if the agent cannot be reached
-or any pod's redirection is not healthy.`,
+or any pod's redirection is not healthy.
+
+While a 'ztcn up' run is up (and neither --config nor --socket is given),
+it reports the run instead: every node's agent, every pod with its node,
+identity and process, and the recent verdicts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
 				return fmt.Errorf("unknown output format %q (want text or json)", output)
+			}
+			if socket == "" && configPath == "" {
+				if rs, err := local.Status(cmd.Context(), run); err == nil {
+					return printRunStatus(cmd.OutOrStdout(), rs, output)
+				} else if !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
 			}
 			if socket == "" {
 				cfg := config.Default()
@@ -66,7 +80,24 @@ or any pod's redirection is not healthy.`,
 	cmd.Flags().StringVar(&configPath, "config", "", "runtime.toml whose agent.control_socket to ask (default: built-in defaults)")
 	cmd.Flags().StringVar(&socket, "socket", "", "the agent's control socket (overrides --config)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&run, "run", local.DefaultRun, "the 'ztcn up' run to report, if one is up")
 	return cmd
+}
+
+func printRunStatus(w io.Writer, rs *local.RunStatus, output string) error {
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rs); err != nil {
+			return err
+		}
+	} else {
+		renderRun(w, rs, time.Now())
+	}
+	if !rs.Healthy() {
+		return errSilent
+	}
+	return nil
 }
 
 // healthy: the agent is ready and every attached pod is redirected.

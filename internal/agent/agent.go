@@ -64,7 +64,10 @@ type Agent struct {
 	// never repaired while it is being attached or detached.
 	podsMu   sync.Mutex
 	attached map[string]*attachedPod
-	events   eventCounters
+	// remote is the directory of workloads on other nodes.
+	remote directoryRef
+	events eventCounters
+	recent recentEvents
 	// lastPolicyErr is the last failed policy reload, cleared by a good one.
 	lastPolicyErr atomic.Pointer[string]
 }
@@ -154,11 +157,12 @@ func New(opts Options) (*Agent, error) {
 	})
 	if opts.DataPlane {
 		dp, err := dataplane.New(dataplane.Config{
-			Mode:     dataplane.Mode(cfg.Policy.Mode),
-			Policy:   a.Policy,
-			Verifier: a.Verifier(),
-			OnEvent:  a.onEvent,
-			Log:      log,
+			Mode:      dataplane.Mode(cfg.Policy.Mode),
+			Policy:    a.Policy,
+			Verifier:  a.Verifier(),
+			OnEvent:   a.onEvent,
+			Log:       log,
+			Directory: a.lookup,
 		})
 		if err != nil {
 			return nil, err
@@ -387,6 +391,7 @@ func (a *Agent) Status() control.Status {
 		Node: a.cfg.Agent.NodeName, TrustDomain: a.cfg.Identity.TrustDomain,
 		Ready: a.ready.Load(), StartedAt: a.startedAt, Mode: string(a.cfg.Policy.Mode),
 		DataPlane: a.dp != nil, Pods: a.podStatuses(), Events: a.events.snapshot(),
+		Directory: a.directorySize(), Recent: a.recent.snapshot(),
 	}
 	if addr := a.AdminAddr(); addr != nil {
 		st.AdminAddress = addr.String()

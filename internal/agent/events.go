@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/dataplane"
 	"github.com/ztcn/ztcn/internal/netns"
 )
@@ -39,6 +40,7 @@ func (c *eventCounters) snapshot() map[string]uint64 {
 // an answer in the agent log (the audit log has its own issue).
 func (a *Agent) onEvent(e dataplane.Event) {
 	a.events.add(e.Kind)
+	a.recent.add(e)
 	attrs := []any{"kind", string(e.Kind), "direction", string(e.Direction), "pod", e.Pod,
 		"source", e.Source.String(), "destination", e.Dest.String()}
 	if e.SourceID != "" {
@@ -91,3 +93,39 @@ func (a *Agent) isNodeNetns(ns *netns.NS) (bool, error) {
 }
 
 func removeFile(path string) error { return os.Remove(path) }
+
+// recentEventsKept bounds the recent events `ztcn status` and the `ztcn
+// up` view show; the flow table (with its own bounds) is the full record.
+const recentEventsKept = 32
+
+// recentEvents is a ring of the latest data plane events.
+type recentEvents struct {
+	mu   sync.Mutex
+	ring [recentEventsKept]control.Event
+	next int
+	n    int
+}
+
+func (r *recentEvents) add(e dataplane.Event) {
+	ce := control.Event{
+		Time: e.Time, Kind: string(e.Kind), Direction: string(e.Direction), Pod: e.Pod,
+		Source: e.Source.String(), Destination: e.Dest.String(), SourceID: e.SourceID, DestID: e.DestID,
+		Allowed: e.Allowed, Enforced: e.Enforced, Reason: e.Reason, Rule: e.Rule, Error: e.Err,
+	}
+	r.mu.Lock()
+	r.ring[r.next] = ce
+	r.next = (r.next + 1) % len(r.ring)
+	r.n = min(r.n+1, len(r.ring))
+	r.mu.Unlock()
+}
+
+// snapshot returns the events oldest first.
+func (r *recentEvents) snapshot() []control.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]control.Event, 0, r.n)
+	for i := range r.n {
+		out = append(out, r.ring[(r.next-r.n+i+len(r.ring))%len(r.ring)])
+	}
+	return out
+}

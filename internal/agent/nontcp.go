@@ -12,14 +12,18 @@ import (
 // exchange packets with. Both change, so the lists are recompiled when a
 // pod comes or goes and when the policy changes.
 
-// peerEndpointsLocked are the endpoints of the attached pods. The caller
-// holds podsMu.
+// peerEndpointsLocked are the endpoints of the attached pods and of the
+// remote workloads in the directory. The caller holds podsMu.
 func (a *Agent) peerEndpointsLocked() []*policy.Endpoint {
-	peers := make([]*policy.Endpoint, 0, len(a.attached))
+	var remote []*policy.Endpoint
+	if d := a.remote.Load(); d != nil {
+		remote = d.list
+	}
+	peers := make([]*policy.Endpoint, 0, len(a.attached)+len(remote))
 	for _, ap := range a.attached {
 		peers = append(peers, ap.endpoint)
 	}
-	return peers
+	return append(peers, remote...)
 }
 
 // nonTCPFor compiles ep's allowlist against the policy in force and the

@@ -299,6 +299,8 @@ func (b controlBackend) StopPod(uid string) error { return b.a.StopPod(uid) }
 
 func (b controlBackend) Status() control.Status { return b.a.Status() }
 
+func (b controlBackend) SetDirectory(d control.Directory) error { return b.a.SetDirectory(d) }
+
 func validatePod(p workload.Pod) error {
 	var missing []string
 	for field, v := range map[string]string{"uid": p.UID, "name": p.Name, "namespace": p.Namespace, "netns_path": p.NetnsPath} {

@@ -11,6 +11,8 @@
 //	                       place, so a runtime can hold the pod until then
 //	DELETE /v1/pods/{uid}  revoke the pod's identity and detach it
 //	GET    /v1/pods        the attached pods
+//	PUT    /v1/directory   the workloads of other nodes (body: Directory),
+//	                       replacing the previous list
 //	GET    /v1/status      the agent: node, policy, pods, counters
 package control
 
@@ -35,6 +37,11 @@ type Status struct {
 	AdminAddress string       `json:"admin_address,omitempty"`
 	Policy       PolicyStatus `json:"policy"`
 	Pods         []PodStatus  `json:"pods"`
+	// Directory counts the remote workloads the agent knows.
+	Directory int `json:"directory"`
+	// Recent are the latest data plane events (denials, refusals, closed
+	// flows), newest last, at most a few dozen.
+	Recent []Event `json:"recent,omitempty"`
 	// Events counts data plane events by kind since the agent started
 	// (denied, plaintext_refused, handshake_failed, ...).
 	Events map[string]uint64 `json:"events"`
@@ -89,6 +96,23 @@ const (
 	RedirectionNotAttached = "not-attached"
 )
 
+// Event is one data plane event as the control API reports it.
+type Event struct {
+	Time        time.Time `json:"time"`
+	Kind        string    `json:"kind"`
+	Direction   string    `json:"direction"`
+	Pod         string    `json:"pod"`
+	Source      string    `json:"source"`
+	Destination string    `json:"destination"`
+	SourceID    string    `json:"source_id,omitempty"`
+	DestID      string    `json:"destination_id,omitempty"`
+	Allowed     bool      `json:"allowed"`
+	Enforced    bool      `json:"enforced"`
+	Reason      string    `json:"reason,omitempty"`
+	Rule        string    `json:"rule,omitempty"`
+	Error       string    `json:"error,omitempty"`
+}
+
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
@@ -96,3 +120,20 @@ type Error struct {
 
 // podRequest is the PUT body; the UID comes from the path.
 type podRequest = workload.Pod
+
+// RemotePod is a workload on another node, as the node's runtime or
+// control plane knows it: the agent needs it to decide flows to that pod
+// (its identity and labels), to carry them over HBONE to the right SPIFFE
+// ID, and to compile non-TCP allowlists. It carries no secret: the
+// destination proves its identity in the TLS handshake.
+type RemotePod struct {
+	workload.Pod
+	// Node names the node the pod runs on (informational).
+	Node string `json:"node,omitempty"`
+}
+
+// Directory is the body of PUT /v1/directory: every remote workload,
+// replacing the previous list.
+type Directory struct {
+	Pods []RemotePod `json:"pods"`
+}

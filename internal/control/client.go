@@ -42,6 +42,11 @@ func (c *Client) StopPod(ctx context.Context, uid string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/pods/"+url.PathEscape(uid), nil, nil)
 }
 
+// SetDirectory replaces the agent's list of remote workloads.
+func (c *Client) SetDirectory(ctx context.Context, d Directory) error {
+	return c.do(ctx, http.MethodPut, "/v1/directory", d, nil)
+}
+
 // Status reads the agent's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status

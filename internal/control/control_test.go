@@ -25,6 +25,7 @@ import (
 type recorder struct {
 	mu   sync.Mutex
 	pods map[string]workload.Pod
+	dir  Directory
 }
 
 func (r *recorder) RunPod(_ context.Context, p workload.Pod) (PodStatus, error) {
@@ -48,6 +49,18 @@ func (r *recorder) StopPod(uid string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, uid)
 	}
 	delete(r.pods, uid)
+	return nil
+}
+
+func (r *recorder) SetDirectory(d Directory) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range d.Pods {
+		if p.UID == "" {
+			return fmt.Errorf("%w: directory entry without uid", ErrInvalid)
+		}
+	}
+	r.dir = d
 	return nil
 }
 
@@ -183,5 +196,22 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	go func() { _ = srv.Serve(ctx, ln2) }()
 	if _, err := NewClient(path).Status(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDirectoryIsReplacedWhole(t *testing.T) {
+	c, rec, _ := serve(t)
+	ctx := context.Background()
+	d := Directory{Pods: []RemotePod{{Pod: workload.Pod{UID: "r1", Name: "db", Namespace: "shop", ServiceAccount: "db",
+		IPs: []netip.Addr{netip.MustParseAddr("10.77.2.2")}, Labels: map[string]string{"app": "db"}}, Node: "node-2"}}}
+	if err := c.SetDirectory(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.dir.Pods; len(got) != 1 || got[0].Node != "node-2" || got[0].Labels["app"] != "db" || got[0].IPs[0] != d.Pods[0].IPs[0] {
+		t.Fatalf("backend got %+v", got)
+	}
+	var apiErr *APIError
+	if err := c.SetDirectory(ctx, Directory{Pods: []RemotePod{{}}}); !errors.As(err, &apiErr) || apiErr.Code != http.StatusBadRequest {
+		t.Fatalf("bad directory: %v, want 400", err)
 	}
 }

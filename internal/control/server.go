@@ -22,6 +22,8 @@ type Backend interface {
 	RunPod(ctx context.Context, pod workload.Pod) (PodStatus, error)
 	// StopPod revokes and detaches the pod; ErrNotFound if unknown.
 	StopPod(uid string) error
+	// SetDirectory replaces the list of remote workloads.
+	SetDirectory(d Directory) error
 	Status() Status
 }
 
@@ -106,6 +108,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/pods", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.backend.Status().Pods)
 	})
+	mux.HandleFunc("PUT /v1/directory", s.putDirectory)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.backend.Status())
 	})
@@ -133,6 +136,22 @@ func (s *Server) putPod(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) putDirectory(w http.ResponseWriter, r *http.Request) {
+	var d Directory
+	// A directory lists a cluster's pods: allow far more than one record.
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64*maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("directory: %w", err))
+		return
+	}
+	if err := s.backend.SetDirectory(d); err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"pods": len(d.Pods)})
 }
 
 func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {

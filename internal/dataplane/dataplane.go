@@ -71,6 +71,10 @@ type DataPlane struct {
 
 	flowsMu sync.Mutex
 	flows   map[*flow]struct{}
+
+	remoteMu       sync.Mutex
+	remoteIndex    *policy.Index
+	remoteSubjects map[*policy.Endpoint]*policy.Subject
 }
 
 // New returns a data plane with no pod attached.
@@ -351,8 +355,34 @@ func (dp *DataPlane) subjectOf(ix *policy.Index, ep *policy.Endpoint) *policy.Su
 		if p != nil && p.pod.Endpoint.SPIFFEID == ep.SPIFFEID {
 			return p.subjectFor(ix)
 		}
+		if ep == dp.cfg.Directory(ep.IP) {
+			return dp.remoteSubject(ix, ep)
+		}
 	}
 	return ix.Resolve(ep)
+}
+
+// remoteSubjectsKept bounds the cache of resolved remote workloads; past
+// it the cache starts over (a directory far larger than this is resolved
+// more often, never wrongly).
+const remoteSubjectsKept = 16384
+
+// remoteSubject resolves a workload of the directory once per policy
+// version: Resolve matches every selector, far too slow per connection.
+// Directory entries are immutable and replaced as a whole, so the entry's
+// pointer is its key.
+func (dp *DataPlane) remoteSubject(ix *policy.Index, ep *policy.Endpoint) *policy.Subject {
+	dp.remoteMu.Lock()
+	defer dp.remoteMu.Unlock()
+	if dp.remoteIndex != ix || len(dp.remoteSubjects) >= remoteSubjectsKept {
+		dp.remoteIndex, dp.remoteSubjects = ix, map[*policy.Endpoint]*policy.Subject{}
+	}
+	if s, ok := dp.remoteSubjects[ep]; ok {
+		return s
+	}
+	s := ix.Resolve(ep)
+	dp.remoteSubjects[ep] = s
+	return s
 }
 
 func (p *podProxy) subjectFor(ix *policy.Index) *policy.Subject {
