@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,7 @@ func (a *Agent) onEvent(e dataplane.Event) {
 	a.events.add(e.Kind)
 	a.recent.add(e)
 	attrs := []any{"kind", string(e.Kind), "direction", string(e.Direction), "pod", e.Pod,
-		"source", e.Source.String(), "destination", e.Dest.String()}
+		"source", addrText(e.Source), "destination", addrText(e.Dest)}
 	if e.SourceID != "" {
 		attrs = append(attrs, "source_id", e.SourceID)
 	}
@@ -109,7 +110,7 @@ type recentEvents struct {
 func (r *recentEvents) add(e dataplane.Event) {
 	ce := control.Event{
 		Time: e.Time, Kind: string(e.Kind), Direction: string(e.Direction), Pod: e.Pod,
-		Source: e.Source.String(), Destination: e.Dest.String(), SourceID: e.SourceID, DestID: e.DestID,
+		Source: addrText(e.Source), Destination: addrText(e.Dest), SourceID: e.SourceID, DestID: e.DestID,
 		Allowed: e.Allowed, Enforced: e.Enforced, Reason: e.Reason, Rule: e.Rule, Error: e.Err,
 	}
 	r.mu.Lock()
@@ -128,4 +129,13 @@ func (r *recentEvents) snapshot() []control.Event {
 		out = append(out, r.ring[(r.next-r.n+i+len(r.ring))%len(r.ring)])
 	}
 	return out
+}
+
+// addrText is an address for humans: empty when unknown (a handshake that
+// failed never said where it was going).
+func addrText(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
