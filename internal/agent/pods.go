@@ -175,32 +175,59 @@ func (a *Agent) reattach() {
 // (a table deleted by hand, a rule flushed by another tool). The guard
 // table refuses the pod's TCP while the main table is missing, so traffic
 // is blocked, never plaintext, until the repair.
+//
+// The kernel is read pod by pod without holding podsMu, so that a check of
+// many pods never holds up a pod's registration; the data plane serializes
+// each pod's checks with its own changes.
 func (a *Agent) reconcile() {
 	a.podsMu.Lock()
-	defer a.podsMu.Unlock()
-	for uid, ap := range a.attached {
-		h, err := a.dp.Health(uid)
-		now := time.Now()
-		ap.health.CheckedAt = now
-		if err == nil && h.State == redirect.Healthy {
-			ap.health.State, ap.health.Drift, ap.health.Error = control.RedirectionHealthy, nil, ""
-			continue
-		}
-		drift := driftText(h)
+	uids := make([]string, 0, len(a.attached))
+	for uid := range a.attached {
+		uids = append(uids, uid)
+	}
+	a.podsMu.Unlock()
+	for _, uid := range uids {
+		a.reconcilePod(uid)
+	}
+}
+
+func (a *Agent) reconcilePod(uid string) {
+	h, err := a.dp.Health(uid)
+	healthy := err == nil && h.State == redirect.Healthy
+	var drift []string
+	repaired := false
+	if !healthy {
+		drift = driftText(h)
 		a.log.Warn("pod redirection drifted; repairing", "uid", uid, "state", h.State.String(), "drift", drift, "error", err)
 		h, err = a.dp.Repair(uid)
+		repaired = true
+		healthy = err == nil && h.State == redirect.Healthy
+	}
+	a.podsMu.Lock()
+	defer a.podsMu.Unlock()
+	ap, ok := a.attached[uid]
+	if !ok {
+		return // stopped meanwhile
+	}
+	ap.health.CheckedAt = time.Now()
+	if repaired {
 		ap.health.Repairs++
 		ap.health.Drift = drift
-		if err != nil || h.State != redirect.Healthy {
-			ap.health.State = control.RedirectionFailed
-			if err != nil {
-				ap.health.Error = err.Error()
-			}
-			a.log.Error("pod redirection not repaired; its traffic stays blocked", "uid", uid, "error", err)
-			continue
-		}
+	}
+	switch {
+	case healthy:
 		ap.health.State, ap.health.Error = control.RedirectionHealthy, ""
-		a.log.Info("pod redirection repaired", "uid", uid)
+		if !repaired {
+			ap.health.Drift = nil
+		} else {
+			a.log.Info("pod redirection repaired", "uid", uid)
+		}
+	default:
+		ap.health.State = control.RedirectionFailed
+		if err != nil {
+			ap.health.Error = err.Error()
+		}
+		a.log.Error("pod redirection not repaired; its traffic stays blocked", "uid", uid, "error", err)
 	}
 }
 
