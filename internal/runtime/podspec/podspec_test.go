@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -375,6 +376,10 @@ externals:
 	{"a port name over 15 characters", y(webPod + `
     ports: {averyverylongname: 80}
 `), []string{`pods.yaml:4:13: pods[0].ports.averyverylongname: invalid port name "averyverylongname": must be no more than 15 characters`}},
+	{"an empty port name", y(webPod + `
+    ports:
+      - {name: "", port: 80}
+`), []string{`pods.yaml:5:16: pods[0].ports[0].name: must not be empty (leave name out for an unnamed port)`}},
 	{"a number as a port name", y(webPod + `
     ports: {8080: 8080}
 `), []string{`pods.yaml:4:13: pods[0].ports.8080: port name must be a name such as "http", got a number (list a port without a name as - port: 8080)`}},
@@ -739,7 +744,7 @@ func checkPorts(t *testing.T, owner string, ports []Port, reserved bool) {
 			}
 			names = append(names, p.Name)
 		}
-		key := p.Protocol + "/" + string(rune(p.Port))
+		key := p.Protocol + "/" + strconv.Itoa(int(p.Port))
 		if p.Port == 0 || slices.Contains(numbers, key) || !slices.Contains([]string{TCP, UDP, SCTP}, p.Protocol) {
 			t.Fatalf("%s: bad or repeated port %+v", owner, p)
 		}

@@ -107,6 +107,10 @@ func (d *decoder) portName(n *yaml.Node, path string, asKey bool) (string, bool)
 	if !ok {
 		return "", false
 	}
+	if s == "" {
+		d.errorf(n, path, "must not be empty (leave name out for an unnamed port)")
+		return "", false
+	}
 	if why := portName(s); why != "" {
 		d.errorf(n, path, "invalid port name %q: %s", s, why)
 		return "", false
