@@ -326,3 +326,118 @@ func rogue(t *testing.T, u *upRun, node string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestUpRefusesBadInputAndCreatesNothing: every input error is reported
+// with file:line before anything exists.
+func TestUpRefusesBadInputAndCreatesNothing(t *testing.T) {
+	requireRoot(t, "go")
+	ztcnBinary(t)
+	for _, tc := range []struct {
+		name, pods, policy, want string
+	}{
+		{"unknown field", "pods:\n  - name: a\n    command: [ztcn, demo, idle]\n    colour: red\n", "policies: []\n", "pods.yaml:4:5: pods[0].colour: unknown field"},
+		{"duplicate pod", "pods:\n  - name: a\n    command: [ztcn, demo, idle]\n  - name: a\n    command: [ztcn, demo, idle]\n", "policies: []\n", `pods.yaml:4:11: pods[1].name: duplicate name "a"`},
+		{"bad label", "pods:\n  - name: a\n    labels: {\"bad key!\": x}\n    command: [ztcn, demo, idle]\n", "policies: []\n", "pods.yaml:3:14: pods[0].labels"},
+		{"missing command", "pods:\n  - name: a\n", "policies: []\n", "pods.yaml:2:5: pods[0].command: required field is missing"},
+		{"port clash", "pods:\n  - name: a\n    ports: [{name: http, port: 80}, {name: web, port: 80}]\n    command: [ztcn, demo, idle]\n", "policies: []\n", "pods.yaml:3:"},
+		{"agent port", "pods:\n  - name: a\n    ports: {proxy: 15001}\n    command: [ztcn, demo, idle]\n", "policies: []\n", "reserved for the ztcn agent"},
+		{"bad policy", "pods:\n  - name: a\n    command: [ztcn, demo, idle]\n", "policies:\n  - subject: \"app:a\"\n    allow:\n      - destination: \"app:b\"\n        ports: [99999]\n", "policy.yaml:5:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, local.PodsFile), []byte(tc.pods), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, local.PolicyFile), []byte(tc.policy), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var rnd [2]byte
+			_, _ = rand.Read(rnd[:])
+			run := "zb" + hex.EncodeToString(rnd[:])
+			out, err := exec.Command(ztcnBin, "up", "--run", run, dir).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("ztcn up: %v\n%s\nwant an error containing %q", err, out, tc.want)
+			}
+			if left, _ := netns.List(run + "-"); len(left) > 0 {
+				t.Fatalf("bad input left namespaces: %v", left)
+			}
+			if _, err := os.Stat(local.RunDir(run)); err == nil {
+				t.Fatal("bad input left a run directory")
+			}
+		})
+	}
+}
+
+// TestUpForegroundCtrlCAndCrashedRunCleanup: Ctrl-C at a foreground run
+// removes it; a supervisor killed with SIGKILL leaves pods and agents
+// behind, which `ztcn down` then removes.
+func TestUpForegroundCtrlCAndCrashedRunCleanup(t *testing.T) {
+	requireRoot(t, "go")
+	ztcnBinary(t)
+	hostLinks := linkNames(t)
+	var rnd [2]byte
+	_, _ = rand.Read(rnd[:])
+	u := &upRun{t: t, run: "zf" + hex.EncodeToString(rnd[:])}
+	t.Cleanup(func() { _, _ = u.ztcn("down", "--run", u.run) })
+
+	t.Run("Ctrl-C tears a foreground run down", func(t *testing.T) {
+		cmd := exec.Command(ztcnBin, "up", "--run", u.run, "../../examples/quickstart")
+		var out lockedBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(out.String(), "recent verdicts") && !strings.Contains(out.String(), "POD ") {
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				t.Fatalf("no live view:\n%s", out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = cmd.Process.Signal(os.Interrupt)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("ztcn up after Ctrl-C: %v\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), "removed") {
+			t.Fatalf("no teardown reported:\n%s", out.String())
+		}
+		u.assertGone(hostLinks)
+	})
+	t.Run("down cleans up after a killed supervisor", func(t *testing.T) {
+		if out, err := u.ztcn("up", "-d", "--run", u.run, "--nodes", "2", "../../examples/quickstart"); err != nil {
+			t.Fatalf("ztcn up -d: %v\n%s", err, out)
+		}
+		st, err := local.LoadState(u.run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscallKill(st.Supervisor); err != nil {
+			t.Fatal(err)
+		}
+		out, err := u.ztcn("down", "--run", u.run)
+		if err != nil || !strings.Contains(out, "cleaned up") {
+			t.Fatalf("ztcn down: %v\n%s", err, out)
+		}
+		u.assertGone(hostLinks)
+		if out, err := u.ztcn("down", "--run", u.run); err != nil || !strings.Contains(out, "nothing to remove") {
+			t.Fatalf("second ztcn down: %v\n%s", err, out)
+		}
+	})
+}
+
+func syscallKill(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	if err := p.Kill(); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
