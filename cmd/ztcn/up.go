@@ -129,7 +129,7 @@ func upDetached(cmd *cobra.Command, self, dir string, nodes int, run string) err
 	if err := os.MkdirAll(local.StateRoot, 0o700); err != nil {
 		return err
 	}
-	logPath := filepath.Join(local.StateRoot, run+".log")
+	logPath := local.SupervisorLog(run)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return err

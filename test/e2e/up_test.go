@@ -58,7 +58,7 @@ func startUp(t *testing.T, src string, args ...string) *upRun {
 	})
 	out, err := u.ztcn(append([]string{"up", "-d", "--run", u.run, u.dir}, args...)...)
 	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(local.StateRoot, u.run+".log"))
+		log, _ := os.ReadFile(local.SupervisorLog(u.run))
 		t.Fatalf("ztcn up -d: %v\n%s\nsupervisor log:\n%s", err, out, log)
 	}
 	return u
@@ -128,8 +128,10 @@ func (u *upRun) assertGone(hostLinksBefore []string) {
 			t.Errorf("process %s left: %q", e.Name(), strings.ReplaceAll(string(cmdline), "\x00", " "))
 		}
 	}
-	if _, err := os.Stat(local.RunDir(u.run)); err == nil {
-		t.Errorf("state dir %s left", local.RunDir(u.run))
+	for _, path := range []string{local.RunDir(u.run), local.SupervisorLog(u.run)} {
+		if _, err := os.Stat(path); err == nil {
+			t.Errorf("%s left", path)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -87,7 +88,7 @@ func Down(run string) (DownReport, error) {
 		}
 	}
 	rep.Namespaces = existing
-	errs := []error{removeNamespaces(existing), os.RemoveAll(RunDir(run))}
+	errs := []error{removeNamespaces(existing), os.RemoveAll(RunDir(run)), removeIfExists(SupervisorLog(run))}
 	return rep, errors.Join(errs...)
 }
 
@@ -96,4 +97,14 @@ func Down(run string) (DownReport, error) {
 func isAgent(pid int) bool {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return err == nil && strings.Contains(string(cmdline), "\x00agent\x00")
+}
+
+// SupervisorLog is where `ztcn up -d` writes its supervisor's output.
+func SupervisorLog(run string) string { return filepath.Join(StateRoot, run+".log") }
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
