@@ -70,12 +70,14 @@ carried over mutual TLS and allowed only by policy.`,
 		newPolicyCommand(),
 		newCheckCommand(),
 		newStatusCommand(),
+		newFlowsCommand(),
 		newUpCommand(),
 		newDownCommand(),
 		newExecCommand(),
 		newLogsCommand(),
 		newDemoCommand(),
 		newPodExecCommand(),
+		newAuditCommand(),
 	)
 	return root
 }

@@ -247,7 +247,7 @@ func TestAgentDevServesHealthAndStopsOnSignal(t *testing.T) {
 			addr := freeAddr(t)
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "runtime.toml")
-			if err := os.WriteFile(cfg, fmt.Appendf(nil, "[identity]\nworkload_api_socket = %q\n[agent]\ncontrol_socket = %q\nstate_dir = %q\n", filepath.Join(dir, "workload.sock"), filepath.Join(dir, "control.sock"), filepath.Join(dir, "state")), 0o644); err != nil {
+			if err := os.WriteFile(cfg, fmt.Appendf(nil, "[identity]\nworkload_api_socket = %q\n[agent]\ncontrol_socket = %q\nstate_dir = %q\n[telemetry]\naudit_log = %q\n", filepath.Join(dir, "workload.sock"), filepath.Join(dir, "control.sock"), filepath.Join(dir, "state"), filepath.Join(dir, "audit.log")), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(os.Args[0], "agent", "--dev", "--config", cfg, "--admin-address", addr)

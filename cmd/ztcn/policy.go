@@ -24,6 +24,7 @@ func newPolicyCommand() *cobra.Command {
 		Short: "Lint, test, explain and import network policy: the CI gate",
 	}
 	cmd.AddCommand(newPolicyLintCommand(), newPolicyTestCommand(), newPolicyExplainCommand(), newPolicyMatrixCommand(), newPolicyImportCommand())
+	cmd.AddCommand(newPolicySuggestCommand())
 	return cmd
 }
 

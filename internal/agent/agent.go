@@ -23,6 +23,7 @@ import (
 	"github.com/ztcn/ztcn/internal/dataplane"
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/policy"
+	"github.com/ztcn/ztcn/internal/telemetry"
 	"github.com/ztcn/ztcn/internal/workload"
 	"github.com/ztcn/ztcn/internal/workloadapi"
 )
@@ -68,8 +69,15 @@ type Agent struct {
 	remote directoryRef
 	events eventCounters
 	recent recentEvents
+
+	metrics  *telemetry.Metrics
+	flows    *telemetry.FlowTable
+	auditLog *telemetry.AuditLog
 	// lastPolicyErr is the last failed policy reload, cleared by a good one.
 	lastPolicyErr atomic.Pointer[string]
+	// auditUnwritten counts events that found no open audit log.
+	auditUnwritten atomic.Uint64
+	auditOpenErr   atomic.Pointer[string]
 }
 
 // New builds an agent and loads its CA. A CA that cannot be loaded is an
@@ -103,6 +111,8 @@ func New(opts Options) (*Agent, error) {
 		revocations: identity.NewRevocations(),
 		state:       newStateStore(cfg.Agent.StateDir),
 		attached:    map[string]*attachedPod{},
+		metrics:     telemetry.NewMetrics(),
+		flows:       telemetry.NewFlowTable(0),
 	}
 	for _, f := range cfg.Identity.Federation {
 		ftd, err := identity.ParseTrustDomain(f.TrustDomain)
@@ -163,13 +173,37 @@ func New(opts Options) (*Agent, error) {
 			OnEvent:   a.onEvent,
 			Log:       log,
 			Directory: a.lookup,
+			OnHandshake: func(side dataplane.HandshakeSide, took time.Duration, err error) {
+				a.metrics.Handshake(string(side), took, err)
+			},
 		})
 		if err != nil {
 			return nil, err
 		}
 		a.dp = dp
 	}
+	sources := telemetry.Sources{NearestExpiry: a.nearestExpiry, Pods: func() int {
+		a.podsMu.Lock()
+		defer a.podsMu.Unlock()
+		return len(a.attached)
+	}, Audit: a.auditCounts}
+	if a.dp != nil {
+		sources.Active = a.dp.Active
+	}
+	if err := a.metrics.Observe(sources); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// auditCounts are the audit log's counters for the metrics. Without a log
+// (it could not be opened) every event counts as an error.
+func (a *Agent) auditCounts() (written, dropped, failed uint64) {
+	if a.auditLog == nil {
+		return 0, 0, a.auditUnwritten.Load()
+	}
+	st := a.auditLog.Stats()
+	return st.Written, st.Dropped, st.WriteErrors + a.auditUnwritten.Load()
 }
 
 // loadPolicy starts watching policy.config_path. Only dev mode may run
@@ -189,6 +223,14 @@ func (a *Agent) loadPolicy(dev bool) error {
 	w, err := policy.NewWatcher([]string{path}, mode,
 		policy.WithLinter(policy.Lint),
 		policy.WithOnReload(func(r policy.ReloadResult) {
+			if r.Changed || !r.OK {
+				a.metrics.PolicyReload(r.OK)
+				var snap *policy.Snapshot
+				if a.policy != nil {
+					snap = a.policy.Current()
+				}
+				a.audit(auditOfReload(r, snap))
+			}
 			switch {
 			case !r.OK:
 				msg := r.Err.Error()
@@ -290,6 +332,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 
+	a.openAuditLog()
+	defer a.closeAuditLog()
+
 	// Pods of an earlier run come back before anything new is accepted.
 	a.reattach()
 
@@ -319,6 +364,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	})
 	run("identity manager", func() error { _ = a.identities.Run(ctx); return nil })
+	run("identity telemetry", func() error { a.watchIdentities(ctx); return nil })
 	if a.dp != nil {
 		run("reconcile", func() error { a.reconcileLoop(ctx); return nil })
 	}
@@ -395,6 +441,14 @@ func (a *Agent) Status() control.Status {
 	}
 	if addr := a.AdminAddr(); addr != nil {
 		st.AdminAddress = addr.String()
+		st.MetricsURL = metricsURL(st.AdminAddress)
+	}
+	st.AuditLog.Path = a.cfg.Telemetry.AuditLog
+	st.AuditLog.Written, st.AuditLog.Dropped, st.AuditLog.Errors = a.auditCounts()
+	if a.auditLog != nil {
+		st.AuditLog.LastError = a.auditLog.Stats().LastError
+	} else if e := a.auditOpenErr.Load(); e != nil {
+		st.AuditLog.LastError = *e
 	}
 	if snap := a.Policy(); snap != nil {
 		st.Policy = control.PolicyStatus{Version: snap.Version, Rules: snap.Index.Stats().Rules, LoadedAt: snap.LoadedAt}
@@ -410,6 +464,7 @@ func (a *Agent) Status() control.Status {
 
 func (a *Agent) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -27,6 +27,7 @@ func testConfig(t *testing.T) *config.Config {
 	cfg.Agent.NodeName = "test-node"
 	cfg.Agent.ControlSocket = filepath.Join(dir, "control.sock")
 	cfg.Agent.StateDir = filepath.Join(dir, "state")
+	cfg.Telemetry.AuditLog = filepath.Join(dir, "audit.log")
 	cfg.Identity.WorkloadAPISocket = filepath.Join(dir, "workload.sock")
 	cfg.Identity.CAPath = filepath.Join(dir, "ca")
 	cfg.Telemetry.AdminAddress = "127.0.0.1:0"

@@ -40,6 +40,10 @@ func (c *eventCounters) snapshot() map[string]uint64 {
 // logged with the deciding rule or reason, so "why was this blocked?" has
 // an answer in the agent log (the audit log has its own issue).
 func (a *Agent) onEvent(e dataplane.Event) {
+	a.record(e)
+	if e.Kind == dataplane.EventFlowOpened {
+		return // its flow_closed follows; the flow table has it meanwhile
+	}
 	a.events.add(e.Kind)
 	a.recent.add(e)
 	attrs := []any{"kind", string(e.Kind), "direction", string(e.Direction), "pod", e.Pod,

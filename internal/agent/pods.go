@@ -16,6 +16,7 @@ import (
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/netns"
 	"github.com/ztcn/ztcn/internal/policy"
+	"github.com/ztcn/ztcn/internal/telemetry"
 	"github.com/ztcn/ztcn/internal/workload"
 )
 
@@ -327,6 +328,12 @@ func (b controlBackend) StopPod(uid string) error { return b.a.StopPod(uid) }
 func (b controlBackend) Status() control.Status { return b.a.Status() }
 
 func (b controlBackend) SetDirectory(d control.Directory) error { return b.a.SetDirectory(d) }
+
+func (b controlBackend) Flows(f telemetry.FlowFilter) []telemetry.Flow { return b.a.flows.List(f) }
+
+func (b controlBackend) SubscribeFlows(ctx context.Context) <-chan telemetry.Flow {
+	return b.a.flows.Subscribe(ctx)
+}
 
 func validatePod(p workload.Pod) error {
 	var missing []string

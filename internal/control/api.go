@@ -35,6 +35,10 @@ type Status struct {
 	// is intercepted).
 	DataPlane    bool         `json:"dataplane"`
 	AdminAddress string       `json:"admin_address,omitempty"`
+	// MetricsURL is where the agent serves Prometheus metrics.
+	MetricsURL string `json:"metrics_url,omitempty"`
+	// AuditLog is the audit log and its counters.
+	AuditLog AuditLogStatus `json:"audit_log"`
 	Policy       PolicyStatus `json:"policy"`
 	Pods         []PodStatus  `json:"pods"`
 	// Directory counts the remote workloads the agent knows.
@@ -45,6 +49,16 @@ type Status struct {
 	// Events counts data plane events by kind since the agent started
 	// (denied, plaintext_refused, handshake_failed, ...).
 	Events map[string]uint64 `json:"events"`
+}
+
+// AuditLogStatus is the state of the audit log: Errors and Dropped count
+// events that were lost (a full disk, a writer falling behind).
+type AuditLogStatus struct {
+	Path      string `json:"path"`
+	Written   uint64 `json:"written"`
+	Dropped   uint64 `json:"dropped"`
+	Errors    uint64 `json:"errors"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // PolicyStatus is the policy in force.

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 
+	"github.com/ztcn/ztcn/internal/telemetry"
 	"github.com/ztcn/ztcn/internal/workload"
 )
 
@@ -45,6 +47,54 @@ func (c *Client) StopPod(ctx context.Context, uid string) error {
 // SetDirectory replaces the agent's list of remote workloads.
 func (c *Client) SetDirectory(ctx context.Context, d Directory) error {
 	return c.do(ctx, http.MethodPut, "/v1/directory", d, nil)
+}
+
+// Flows reads the agent's flow table.
+func (c *Client) Flows(ctx context.Context, f telemetry.FlowFilter) ([]telemetry.Flow, error) {
+	var flows []telemetry.Flow
+	err := c.do(ctx, http.MethodGet, "/v1/flows?"+flowQuery(f, false), nil, &flows)
+	return flows, err
+}
+
+// FollowFlows calls fn for every new flow that matches until ctx is done
+// or the agent goes away.
+func (c *Client) FollowFlows(ctx context.Context, f telemetry.FlowFilter, fn func(telemetry.Flow)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ztcn-agent/v1/flows?"+flowQuery(f, true), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent control socket %s: %w", c.path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &APIError{Code: resp.StatusCode, Message: resp.Status}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var fl telemetry.Flow
+		if err := dec.Decode(&fl); err != nil {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		fn(fl)
+	}
+}
+
+func flowQuery(f telemetry.FlowFilter, follow bool) string {
+	q := url.Values{}
+	for k, v := range map[string]string{"pod": f.Pod, "namespace": f.Namespace, "verdict": f.Verdict} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if follow {
+		q.Set("follow", "true")
+	}
+	return q.Encode()
 }
 
 // Status reads the agent's status.

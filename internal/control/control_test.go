@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztcn/ztcn/internal/telemetry"
 	"github.com/ztcn/ztcn/internal/workload"
 )
 
@@ -25,7 +26,8 @@ import (
 type recorder struct {
 	mu   sync.Mutex
 	pods map[string]workload.Pod
-	dir  Directory
+	dir   Directory
+	table *telemetry.FlowTable
 }
 
 func (r *recorder) RunPod(_ context.Context, p workload.Pod) (PodStatus, error) {
@@ -64,6 +66,16 @@ func (r *recorder) SetDirectory(d Directory) error {
 	return nil
 }
 
+func (r *recorder) Flows(f telemetry.FlowFilter) []telemetry.Flow {
+	var out []telemetry.Flow
+	for _, fl := range r.table.List(f) {
+		out = append(out, fl)
+	}
+	return out
+}
+
+func (r *recorder) SubscribeFlows(ctx context.Context) <-chan telemetry.Flow { return r.table.Subscribe(ctx) }
+
 func (r *recorder) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -79,7 +91,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func serve(t *testing.T) (*Client, *recorder, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "control.sock")
-	rec := &recorder{pods: map[string]workload.Pod{}}
+	rec := &recorder{pods: map[string]workload.Pod{}, table: telemetry.NewFlowTable(16)}
 	srv := NewServer(path, rec, quiet)
 	ln, err := srv.Listen()
 	if err != nil {
@@ -213,5 +225,60 @@ func TestDirectoryIsReplacedWhole(t *testing.T) {
 	var apiErr *APIError
 	if err := c.SetDirectory(ctx, Directory{Pods: []RemotePod{{}}}); !errors.As(err, &apiErr) || apiErr.Code != http.StatusBadRequest {
 		t.Fatalf("bad directory: %v, want 400", err)
+	}
+}
+
+func TestFlowsAreListedFilteredAndFollowed(t *testing.T) {
+	c, rec, _ := serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	peer := func(ns, name string) telemetry.Peer {
+		return telemetry.Peer{Namespace: ns, Name: name, IP: netip.MustParseAddr("10.0.0.1")}
+	}
+	rec.table.Finished(telemetry.Flow{Start: time.Now(), Source: peer("shop", "web"), Dest: peer("shop", "db"), Verdict: telemetry.VerdictAllow})
+	rec.table.Finished(telemetry.Flow{Start: time.Now(), Source: peer("batch", "job"), Dest: peer("shop", "db"), Verdict: telemetry.VerdictDeny, Reason: "no rule"})
+	all, err := c.Flows(ctx, telemetry.FlowFilter{})
+	if err != nil || len(all) != 2 {
+		t.Fatalf("flows = %v, %v", all, err)
+	}
+	denied, err := c.Flows(ctx, telemetry.FlowFilter{Verdict: "deny"})
+	if err != nil || len(denied) != 1 || denied[0].Source.Name != "job" || denied[0].Reason != "no rule" {
+		t.Fatalf("denied = %+v, %v", denied, err)
+	}
+	byPod, _ := c.Flows(ctx, telemetry.FlowFilter{Pod: "shop/web"})
+	byNS, _ := c.Flows(ctx, telemetry.FlowFilter{Namespace: "batch"})
+	if len(byPod) != 1 || len(byNS) != 1 {
+		t.Fatalf("by pod %d, by namespace %d", len(byPod), len(byNS))
+	}
+	var apiErr *APIError
+	if _, err := c.Flows(ctx, telemetry.FlowFilter{Verdict: "maybe"}); !errors.As(err, &apiErr) || apiErr.Code != http.StatusBadRequest {
+		t.Fatalf("bad verdict: %v", err)
+	}
+
+	got := make(chan telemetry.Flow, 4)
+	fctx, fcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.FollowFlows(fctx, telemetry.FlowFilter{Verdict: "deny"}, func(f telemetry.Flow) { got <- f })
+	}()
+	// The subscription starts with the request; publish until it is seen.
+	for i := 0; ; i++ {
+		rec.table.Finished(telemetry.Flow{ID: uint64(100 + i), Verdict: telemetry.VerdictAllow})
+		rec.table.Finished(telemetry.Flow{ID: uint64(200 + i), Verdict: telemetry.VerdictDeny})
+		select {
+		case f := <-got:
+			if f.Verdict != telemetry.VerdictDeny {
+				t.Fatalf("followed a flow the filter excludes: %+v", f)
+			}
+			fcancel()
+			if err := <-done; err != nil {
+				t.Fatalf("FollowFlows: %v", err)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		if i > 100 {
+			t.Fatal("no followed flow")
+		}
 	}
 }

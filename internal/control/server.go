@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ztcn/ztcn/internal/telemetry"
 	"github.com/ztcn/ztcn/internal/workload"
 )
 
@@ -24,6 +25,10 @@ type Backend interface {
 	StopPod(uid string) error
 	// SetDirectory replaces the list of remote workloads.
 	SetDirectory(d Directory) error
+	// Flows lists the open and recent flows that match.
+	Flows(f telemetry.FlowFilter) []telemetry.Flow
+	// SubscribeFlows delivers every flow recorded from now on.
+	SubscribeFlows(ctx context.Context) <-chan telemetry.Flow
 	Status() Status
 }
 
@@ -109,6 +114,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, s.backend.Status().Pods)
 	})
 	mux.HandleFunc("PUT /v1/directory", s.putDirectory)
+	mux.HandleFunc("GET /v1/flows", s.getFlows)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.backend.Status())
 	})
@@ -152,6 +158,44 @@ func (s *Server) putDirectory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"pods": len(d.Pods)})
+}
+
+// getFlows answers the flow table as a JSON array, or with follow=true
+// streams each new flow as a JSON line until the client goes away.
+func (s *Server) getFlows(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	filter := telemetry.FlowFilter{Pod: q.Get("pod"), Namespace: q.Get("namespace"), Verdict: q.Get("verdict")}
+	if v := filter.Verdict; v != "" && v != telemetry.VerdictAllow && v != telemetry.VerdictDeny {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("verdict %q: want allow or deny", v))
+		return
+	}
+	if q.Get("follow") != "true" {
+		flows := s.backend.Flows(filter)
+		if flows == nil {
+			flows = []telemetry.Flow{}
+		}
+		writeJSON(w, http.StatusOK, flows)
+		return
+	}
+	ch := s.backend.SubscribeFlows(r.Context())
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for f := range ch {
+		if !filter.Match(f) {
+			continue
+		}
+		if err := enc.Encode(f); err != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
 }
 
 func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {

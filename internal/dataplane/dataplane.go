@@ -50,6 +50,9 @@ type Config struct {
 	Policy func() *policy.Snapshot
 	// Verifier checks HBONE peers (bundles, expiry, revocations).
 	Verifier *identity.Verifier
+	// OnHandshake, if set, is told of every TLS handshake, as client (the
+	// pool, toward another pod) or server (a pod's HBONE listener).
+	OnHandshake func(side HandshakeSide, took time.Duration, err error)
 	// Directory returns what is known about a workload by its IP (nil for
 	// an address outside the mesh).
 	Directory func(ip netip.Addr) *policy.Endpoint
@@ -72,9 +75,17 @@ type DataPlane struct {
 	flowsMu sync.Mutex
 	flows   map[*flow]struct{}
 
-	remoteMu       sync.Mutex
-	remoteIndex    *policy.Index
-	remoteSubjects map[*policy.Endpoint]*policy.Subject
+	nextFlow atomic.Uint64
+
+	remoteMu sync.Mutex
+	// remote caches resolved directory workloads: [0] for the enforced
+	// index, [1] for the staged view.
+	remote [2]subjectCache
+}
+
+type subjectCache struct {
+	index    *policy.Index
+	subjects map[*policy.Endpoint]*policy.Subject
 }
 
 // New returns a data plane with no pod attached.
@@ -94,11 +105,15 @@ func New(cfg Config) (*DataPlane, error) {
 	if cfg.Directory == nil {
 		cfg.Directory = func(netip.Addr) *policy.Endpoint { return nil }
 	}
-	pool, err := hbone.NewPool(hbone.PoolConfig{Verifier: cfg.Verifier})
+	dp := &DataPlane{cfg: cfg, pods: map[string]*podProxy{}, byIP: map[netip.Addr]*podProxy{}, flows: map[*flow]struct{}{}}
+	pool, err := hbone.NewPool(hbone.PoolConfig{Verifier: cfg.Verifier, OnHandshake: func(e hbone.ClientHandshakeEvent) {
+		dp.handshake(HandshakeClient, e.Duration, e.Err)
+	}})
 	if err != nil {
 		return nil, err
 	}
-	return &DataPlane{cfg: cfg, pool: pool, pods: map[string]*podProxy{}, byIP: map[netip.Addr]*podProxy{}, flows: map[*flow]struct{}{}}, nil
+	dp.pool = pool
+	return dp, nil
 }
 
 // Pod is a workload to attach.
@@ -117,13 +132,15 @@ type Pod struct {
 
 type podProxy struct {
 	dp     *DataPlane
+	server *hbone.Server
 	pod    Pod
 	in     InNetns
 	cancel context.CancelFunc
 	lns    []net.Listener
 	wg     sync.WaitGroup
-	// subject caches the pod resolved against the policy in force.
-	subject atomic.Pointer[cachedSubject]
+	// subject caches the pod resolved against the policy in force;
+	// stagedSubject against its staged view.
+	subject, stagedSubject atomic.Pointer[cachedSubject]
 
 	// nsMu serializes everything that programs or reads the pod's rules
 	// (Install, SetNonTCPAllowlist, Verify, Repair, Remove), as package
@@ -190,14 +207,18 @@ func (p *podProxy) start(ctx context.Context) error {
 		Verifier:  p.dp.cfg.Verifier,
 		Authorize: p.authorizeHBONE,
 		OnHandshake: func(e hbone.HandshakeEvent) {
+			p.dp.handshake(HandshakeServer, e.Duration, e.Err)
 			if e.Err != nil {
-				p.emit(Event{Kind: EventHandshakeFailed, Direction: Inbound, Source: e.Remote, Reason: "TLS handshake failed", Err: e.Err.Error()})
+				p.emit(Event{Kind: EventHandshakeFailed, Direction: Inbound, Source: e.Remote, DestEP: p.pod.Endpoint,
+					Reason: "TLS handshake failed", Err: e.Err.Error()})
 			}
 		},
+		OnStream: p.inboundStreamEnded,
 	})
 	if err != nil {
 		return err
 	}
+	p.server = srv
 	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.acceptLoop(out, p.outbound) }()
 	go func() { defer p.wg.Done(); p.acceptLoop(plain, p.plaintext) }()
@@ -374,23 +395,33 @@ const remoteSubjectsKept = 16384
 func (dp *DataPlane) remoteSubject(ix *policy.Index, ep *policy.Endpoint) *policy.Subject {
 	dp.remoteMu.Lock()
 	defer dp.remoteMu.Unlock()
-	if dp.remoteIndex != ix || len(dp.remoteSubjects) >= remoteSubjectsKept {
-		dp.remoteIndex, dp.remoteSubjects = ix, map[*policy.Endpoint]*policy.Subject{}
+	c := &dp.remote[0]
+	if ix.StagedView() {
+		c = &dp.remote[1]
 	}
-	if s, ok := dp.remoteSubjects[ep]; ok {
+	if c.index != ix || len(c.subjects) >= remoteSubjectsKept {
+		c.index, c.subjects = ix, map[*policy.Endpoint]*policy.Subject{}
+	}
+	if s, ok := c.subjects[ep]; ok {
 		return s
 	}
 	s := ix.Resolve(ep)
-	dp.remoteSubjects[ep] = s
+	c.subjects[ep] = s
 	return s
 }
 
 func (p *podProxy) subjectFor(ix *policy.Index) *policy.Subject {
-	if c := p.subject.Load(); c != nil && c.index == ix {
+	// One cache slot per view, so that deciding each flow with the
+	// enforced and the staged index does not resolve the pod twice.
+	slot := &p.subject
+	if ix.StagedView() {
+		slot = &p.stagedSubject
+	}
+	if c := slot.Load(); c != nil && c.index == ix {
 		return c.sub
 	}
 	sub := ix.Resolve(p.pod.Endpoint)
-	p.subject.Store(&cachedSubject{index: ix, sub: sub})
+	slot.Store(&cachedSubject{index: ix, sub: sub})
 	return sub
 }
 

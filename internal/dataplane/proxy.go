@@ -29,7 +29,9 @@ func (p *podProxy) outbound(c *net.TCPConn) {
 	srcSub := p.subjectFor(snap.Index)
 	v := snap.Index.Decide(srcSub, dp.subjectOf(snap.Index, dstEP), policy.TCP, dst.Port())
 	ev := Event{Direction: Outbound, Source: client, Dest: dst, SourceID: p.pod.Endpoint.SPIFFEID, DestID: dstEP.SPIFFEID,
+		SourceEP: p.pod.Endpoint, DestEP: dstEP,
 		Allowed: v.Allowed, Enforced: dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)}
+	p.staged(snap, &ev, p.pod.Endpoint, dstEP, dst.Port(), v)
 	if !v.Allowed {
 		ev.Kind = EventDenied
 		p.emit(ev)
@@ -38,6 +40,7 @@ func (p *podProxy) outbound(c *net.TCPConn) {
 			return
 		}
 	}
+	connectStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), dp.cfg.ConnectTimeout)
 	var up io.ReadWriteCloser
 	if dstEP.Workload {
@@ -48,6 +51,7 @@ func (p *podProxy) outbound(c *net.TCPConn) {
 		up, err = dial(ctx, p.in, netip.AddrPort{}, dst, dp.cfg.ConnectTimeout)
 	}
 	cancel()
+	ev.Connect = time.Since(connectStart)
 	if err != nil {
 		ev.Kind, ev.Err = EventUpstreamFailed, err.Error()
 		var se *hbone.StatusError
@@ -82,14 +86,18 @@ func (p *podProxy) authorizeHBONE(_ context.Context, req *hbone.Request) (hbone.
 	// expired or distrusted since then gets no new stream.
 	if err := p.dp.cfg.Verifier.StillValid(req.Peer); err != nil {
 		p.emit(Event{Kind: EventDenied, Direction: Inbound, Source: src, Dest: req.Target, SourceID: req.Peer.ID.String(),
-			DestID: p.pod.Endpoint.SPIFFEID, Enforced: true, Reason: "peer certificate no longer valid", Err: err.Error()})
+			DestID: p.pod.Endpoint.SPIFFEID, DestEP: p.pod.Endpoint, Enforced: true, Reason: "peer certificate no longer valid", Err: err.Error()})
 		return nil, hbone.ErrDenied
 	}
 	snap := p.dp.cfg.Policy()
 	srcEP := peerEndpoint(req.Peer, src.Addr())
 	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, req.Target.Port())
+	sev := Event{Direction: Inbound, Source: src, Dest: req.Target, SourceID: srcEP.SPIFFEID, DestID: p.pod.Endpoint.SPIFFEID,
+		SourceEP: srcEP, DestEP: p.pod.Endpoint, Allowed: v.Allowed, Enforced: p.dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)}
+	p.staged(snap, &sev, srcEP, p.pod.Endpoint, req.Target.Port(), v)
 	if !v.Allowed {
 		p.emit(Event{Kind: EventDenied, Direction: Inbound, Source: src, Dest: req.Target, SourceID: srcEP.SPIFFEID,
+			SourceEP: srcEP, DestEP: p.pod.Endpoint,
 			DestID: p.pod.Endpoint.SPIFFEID, Enforced: p.dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)})
 		if p.dp.cfg.Mode != Audit {
 			return nil, hbone.ErrDenied
@@ -119,7 +127,8 @@ func (p *podProxy) plaintext(c *net.TCPConn) {
 		reset(c)
 		return
 	}
-	ev := Event{Direction: Inbound, Source: client, Dest: dst, DestID: p.pod.Endpoint.SPIFFEID, Enforced: dp.cfg.Mode != Audit}
+	ev := Event{Direction: Inbound, Source: client, Dest: dst, DestID: p.pod.Endpoint.SPIFFEID, Enforced: dp.cfg.Mode != Audit,
+		SourceEP: outsideEndpoint(client.Addr()), DestEP: p.pod.Endpoint}
 	if dp.cfg.Mode == Strict {
 		ev.Kind, ev.Reason = EventPlaintextRefused, "plaintext refused in strict mode (peer not authenticated)"
 		p.emit(ev)
@@ -132,6 +141,7 @@ func (p *podProxy) plaintext(c *net.TCPConn) {
 	srcEP := outsideEndpoint(client.Addr())
 	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, dst.Port())
 	ev.Allowed, ev.Reason, ev.Rule = v.Allowed, v.Reason.String(), ruleText(snap.Index, v)
+	p.staged(snap, &ev, srcEP, p.pod.Endpoint, dst.Port(), v)
 	if !v.Allowed {
 		ev.Kind = EventDenied
 		p.emit(ev)
@@ -158,6 +168,7 @@ type flow struct {
 	pod      *podProxy
 	src, dst *policy.Endpoint
 	port     uint16
+	inbound  bool
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the pump has closed both sides
 	revoked  bool
@@ -165,11 +176,15 @@ type flow struct {
 
 func (p *podProxy) pumpTracked(c *net.TCPConn, up io.ReadWriteCloser, ev Event, src, dst *policy.Endpoint) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &flow{pod: p, src: src, dst: dst, port: ev.Dest.Port(), cancel: cancel, done: make(chan struct{})}
+	f := &flow{pod: p, src: src, dst: dst, port: ev.Dest.Port(), inbound: ev.Direction == Inbound, cancel: cancel, done: make(chan struct{})}
 	p.dp.flowsMu.Lock()
 	p.dp.flows[f] = struct{}{}
 	p.dp.flowsMu.Unlock()
 	start := time.Now()
+	ev.Flow = p.dp.nextFlow.Add(1)
+	opened := ev
+	opened.Kind = EventFlowOpened
+	p.emit(opened)
 	out, in, err := hbone.Pipe(ctx, c, up)
 	close(f.done)
 	p.dp.flowsMu.Lock()
@@ -215,4 +230,26 @@ func (dp *DataPlane) Recheck(snap *policy.Snapshot) int {
 		closed++
 	}
 	return closed
+}
+
+// staged decides a flow again with the staged (mode: audit) policies, when
+// there are any, and when they would decide otherwise records it on ev and
+// reports it as an EventStaged: a team sees what a staged tightening would
+// break, and traffic follows only the policy in force.
+func (p *podProxy) staged(snap *policy.Snapshot, ev *Event, src, dst *policy.Endpoint, port uint16, enforced policy.Verdict) {
+	if snap.Staged == nil {
+		return
+	}
+	dp := p.dp
+	sv := snap.Staged.Decide(dp.subjectOf(snap.Staged, src), dp.subjectOf(snap.Staged, dst), policy.TCP, port)
+	if sv.Allowed == enforced.Allowed {
+		return
+	}
+	ev.StagedVerdict, ev.StagedReason, ev.StagedRule = "deny", sv.Reason.String(), ruleText(snap.Staged, sv)
+	if sv.Allowed {
+		ev.StagedVerdict = "allow"
+	}
+	se := *ev
+	se.Kind = EventStaged
+	p.emit(se)
 }

@@ -184,6 +184,16 @@ type importPodPart struct {
 
 func (im *importer) run() {
 	withGrants := map[string]bool{}
+	// Staged policies are left out whole: they allow nothing in force, so
+	// the output still allows what the input does, and a staged grant
+	// must not pair with an enforced one into an enforced native rule.
+	staged := map[string]bool{}
+	for i := range im.set.Rules {
+		if r := im.set.Rules[i]; r.Staged && strings.HasPrefix(r.Origin, "NetworkPolicy ") && !staged[r.Origin] {
+			staged[r.Origin] = true
+			im.note(r, false, "staged ("+kubeModeAnnotation+": "+nativeModeAudit+"): not translated; the import covers enforced policies (import it on its own and add mode: audit to stage the result)")
+		}
+	}
 	for i := range im.set.Grants {
 		g := &im.set.Grants[i]
 		r := im.set.Rules[g.Rule]
@@ -191,12 +201,15 @@ func (im *importer) run() {
 			im.note(r, false, "a native rule, not a NetworkPolicy: not part of the import")
 			continue
 		}
+		if staged[r.Origin] {
+			continue
+		}
 		im.grants = append(im.grants, g)
 		withGrants[r.Origin] = true
 	}
 	for _, iso := range im.set.Isolations {
 		r := im.set.Rules[iso.Rule]
-		if strings.HasPrefix(r.Origin, "NetworkPolicy ") && !withGrants[r.Origin] {
+		if strings.HasPrefix(r.Origin, "NetworkPolicy ") && !withGrants[r.Origin] && !staged[r.Origin] {
 			withGrants[r.Origin] = true
 			im.note(r, false, "the policy only isolates (default deny); under isolation: all every workload already is, so there is nothing to translate")
 		}

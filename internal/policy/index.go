@@ -36,6 +36,10 @@ type Index struct {
 	// isPeer[selector ID] says whether the selector is the peer of any
 	// grant: only those matter when the endpoint is the other side.
 	isPeer []bool
+	// stagedView says the index was compiled with the staged rules
+	// (CompileStaged); inForce and staged count the rules it compiled.
+	stagedView      bool
+	inForce, staged int
 }
 
 type compiledGrant struct {
@@ -47,16 +51,61 @@ type compiledGrant struct {
 	rule    int32
 }
 
-// Compile builds the decision index of set. It fails only on a set that
-// refers to rules that do not exist, which parsers never produce.
+// Compile builds the decision index of the policy in force: the set's
+// enforced rules. Staged rules (Rule.Staged) are left out, as if they were
+// not written; CompileStaged builds the view that has them. It fails only
+// on a set that refers to rules that do not exist, which parsers never
+// produce.
 func Compile(set *Set, mode IsolationMode) (*Index, error) {
-	if mode == "" {
-		mode = IsolateAll
+	return compile(set, mode, false)
+}
+
+// CompileStaged builds the staged view of set: the index of every rule,
+// staged and enforced alike, which is what the cluster would enforce were
+// the staged rules switched to `mode: enforce`. It returns nil (and no
+// error) when the set has no staged rule, since the view would then be the
+// policy in force.
+//
+// The view's Rules are the set's Rules, as the enforced index's are, so a
+// Verdict of either names its rule by the same number. Subjects are not
+// shared: an endpoint must be resolved against each index it is decided
+// with.
+func CompileStaged(set *Set, mode IsolationMode) (*Index, error) {
+	if !set.HasStaged() {
+		if _, err := compileMode(mode); err != nil {
+			return nil, err
+		}
+		return nil, nil
 	}
-	if _, err := ParseIsolationMode(string(mode)); err != nil {
+	return compile(set, mode, true)
+}
+
+func compileMode(mode IsolationMode) (IsolationMode, error) {
+	if mode == "" {
+		return IsolateAll, nil
+	}
+	return ParseIsolationMode(string(mode))
+}
+
+// compile builds the index of the set's enforced rules, and of its staged
+// ones too if withStaged.
+func compile(set *Set, mode IsolationMode, withStaged bool) (*Index, error) {
+	mode, err := compileMode(mode)
+	if err != nil {
 		return nil, err
 	}
-	ix := &Index{mode: mode, rules: slices.Clone(set.Rules)}
+	ix := &Index{mode: mode, rules: slices.Clone(set.Rules), stagedView: withStaged}
+	for i := range set.Rules {
+		switch {
+		case !set.Rules[i].Staged:
+			ix.inForce++
+		case withStaged:
+			ix.inForce++
+			ix.staged++
+		}
+	}
+	// skip leaves out what the index does not enforce.
+	skip := func(rule int) bool { return !withStaged && set.staged(rule) }
 	ids := make(map[string]int32)
 	intern := func(s Selector) int32 {
 		key := s.Key()
@@ -72,6 +121,9 @@ func Compile(set *Set, mode IsolationMode) (*Index, error) {
 		if g.Rule < 0 || g.Rule >= len(set.Rules) {
 			return nil, fmt.Errorf("policy: grant refers to rule %d of %d", g.Rule, len(set.Rules))
 		}
+		if skip(g.Rule) {
+			continue
+		}
 		ports := g.Ports
 		if len(ports) == 0 {
 			ports = AllPorts
@@ -84,6 +136,12 @@ func Compile(set *Set, mode IsolationMode) (*Index, error) {
 	}
 	seenIsolator := [2]map[int32]bool{{}, {}}
 	for _, iso := range set.Isolations {
+		if skip(iso.Rule) {
+			// In IsolateSelected mode a staged policy isolates what it
+			// selects in the staged view only: that it would cut off
+			// the rest of those workloads' traffic is what staging shows.
+			continue
+		}
 		id := intern(iso.Subject)
 		if !seenIsolator[iso.Direction][id] {
 			seenIsolator[iso.Direction][id] = true
@@ -105,7 +163,14 @@ func Compile(set *Set, mode IsolationMode) (*Index, error) {
 // Mode is the isolation mode the index was compiled for.
 func (ix *Index) Mode() IsolationMode { return ix.mode }
 
-// Rules are the source rules; a Verdict's Rule indexes them.
+// StagedView reports whether the index is a staged view (CompileStaged),
+// whose verdicts are would-be verdicts, not the policy in force.
+func (ix *Index) StagedView() bool { return ix.stagedView }
+
+// Rules are the source rules; a Verdict's Rule indexes them. They are
+// every rule of the set, staged ones included in an enforced index too
+// (where no verdict names them), so that the enforced index and the staged
+// view number rules alike.
 func (ix *Index) Rules() []Rule { return ix.rules }
 
 // Rule returns rule i, for explaining a Verdict.
@@ -118,12 +183,18 @@ func (ix *Index) Rule(i int) (Rule, bool) {
 
 // Stats counts what the index holds.
 type Stats struct {
-	Rules, Grants, Selectors int
+	// Rules counts the rules the index decides with: the enforced ones,
+	// and in a staged view the staged ones too.
+	Rules int
+	// Staged counts the staged rules among Rules: zero in an enforced
+	// index.
+	Staged            int
+	Grants, Selectors int
 }
 
 // Stats counts rules, grants and distinct selectors.
 func (ix *Index) Stats() Stats {
-	return Stats{Rules: len(ix.rules), Grants: len(ix.grants), Selectors: len(ix.selectors)}
+	return Stats{Rules: ix.inForce, Staged: ix.staged, Grants: len(ix.grants), Selectors: len(ix.selectors)}
 }
 
 // Subject is an endpoint resolved against one Index: what Decide needs,
@@ -381,6 +452,9 @@ type Explanation struct {
 	Port        uint16          `json:"port"`
 	Egress      SideExplanation `json:"egress"`
 	Ingress     SideExplanation `json:"ingress"`
+	// Staged says the decision is the staged view's (Index.StagedView): a
+	// would-be verdict, not what the policy in force decides.
+	Staged bool `json:"staged,omitempty"`
 }
 
 // Explain decides like Decide and also collects every rule that matched
@@ -390,7 +464,7 @@ func (ix *Index) Explain(src, dst *Subject, proto Protocol, port uint16) Explana
 	e := Explanation{
 		Verdict: v, Allowed: v.Allowed, Reason: v.Reason.String(),
 		Source: src.ep.String(), Destination: dst.ep.String(),
-		Protocol: proto.String(), Port: port,
+		Protocol: proto.String(), Port: port, Staged: ix.stagedView,
 	}
 	explainSide := func(t *sideTable, peerOf []int32, applies bool) SideExplanation {
 		se := SideExplanation{Applies: applies, Isolated: applies && t.isolated}
@@ -439,13 +513,20 @@ func (ix *Index) rulesOf(set map[int32]bool) []Rule {
 //	ALLOW x/a -> y/b 80/TCP
 //	  egress of x/a: allowed by policy.yaml:4:7: app:a -> app:b ports 80/TCP
 //	  ingress of y/b: allowed by policy.yaml:4:7: app:a -> app:b ports 80/TCP
+//
+// A staged view's explanation ends its first line with "[staged view]",
+// and a staged rule reads "policy.yaml:9:9: [audit] deny app:a -> …".
 func (e Explanation) String() string {
 	var b strings.Builder
 	verdict := "DENY"
 	if e.Allowed {
 		verdict = "ALLOW"
 	}
-	fmt.Fprintf(&b, "%s %s -> %s %d/%s (%s)\n", verdict, e.Source, e.Destination, e.Port, e.Protocol, e.Reason)
+	view := ""
+	if e.Staged {
+		view = " [staged view]"
+	}
+	fmt.Fprintf(&b, "%s %s -> %s %d/%s (%s)%s\n", verdict, e.Source, e.Destination, e.Port, e.Protocol, e.Reason, view)
 	side := func(name, who string, s SideExplanation) {
 		prefix := fmt.Sprintf("  %s of %s: ", name, who)
 		switch {

@@ -390,9 +390,20 @@ type Rule struct {
 	// Text describes the rule in one line, e.g.
 	// "app:frontend -> app:backend ports 80/TCP,443/TCP".
 	Text string
+	// Staged marks a rule written with `mode: audit` (native) or in a
+	// NetworkPolicy annotated `ztcn.io/mode: audit`: it is compiled only
+	// into the staged view (CompileStaged), never into the policy in force.
+	Staged bool `json:",omitempty"`
 }
 
-func (r Rule) String() string { return r.Pos.String() + ": " + r.Text }
+// String is "file:line:col: text", with "[audit] " before the text of a
+// staged rule so that every explanation naming it says so.
+func (r Rule) String() string {
+	if r.Staged {
+		return r.Pos.String() + ": [audit] " + r.Text
+	}
+	return r.Pos.String() + ": " + r.Text
+}
 
 // Grant is one side of a rule: flows in Direction of endpoints matching
 // Subject, whose other side matches Peer, on Ports, get Action.
@@ -458,6 +469,25 @@ type Network struct {
 func (s *Set) AddRule(r Rule) int {
 	s.Rules = append(s.Rules, r)
 	return len(s.Rules) - 1
+}
+
+// HasStaged reports whether any rule of the set is staged, that is whether
+// the set has a staged view (CompileStaged) distinct from the policy in
+// force.
+func (s *Set) HasStaged() bool {
+	for i := range s.Rules {
+		if s.Rules[i].Staged {
+			return true
+		}
+	}
+	return false
+}
+
+// staged reports whether rule i is staged. A rule index outside the set is
+// not: it is compiled as before staging existed (Compile refuses a grant
+// naming one; an isolation naming one isolates in both views).
+func (s *Set) staged(i int) bool {
+	return i >= 0 && i < len(s.Rules) && s.Rules[i].Staged
 }
 
 // Severity grades a diagnostic.

@@ -39,6 +39,19 @@ import (
 //
 // NetworkPolicy never denies: it only allows, and isolation decides what
 // happens to the rest.
+//
+// The annotation `ztcn.io/mode: audit` stages the whole policy (every rule
+// it adds is Rule.Staged, its isolation included); `ztcn.io/mode: enforce`
+// is the default. Any other value, and any other ztcn.io/ annotation, is an
+// error: a misspelt annotation must not enforce a policy meant to be
+// staged.
+
+// kubeModeAnnotation is the annotation that stages a NetworkPolicy, and
+// kubeAnnotationPrefix the prefix of the annotations ztcn reads.
+const (
+	kubeModeAnnotation   = "ztcn.io/mode"
+	kubeAnnotationPrefix = "ztcn.io/"
+)
 
 // kubeAPIVersion is the one NetworkPolicy version there is (the beta
 // versions were removed in Kubernetes 1.16).
@@ -53,6 +66,8 @@ func kubeNetworkPolicy(d document, set *Set, diags *Diagnostics) {
 	}
 	setNetworkPolicyDefaults(np)
 	errs, warnings := validateNetworkPolicy(np)
+	staged, modeErrs := kubeMode(np)
+	errs = append(errs, modeErrs...)
 	for _, e := range errs {
 		*diags = append(*diags, Diagnostic{Pos: nodes.pos(e.Field), Severity: SeverityError, Message: e.Error()})
 	}
@@ -62,7 +77,28 @@ func kubeNetworkPolicy(d document, set *Set, diags *Diagnostics) {
 	if len(errs) > 0 {
 		return
 	}
-	compileNetworkPolicy(np, nodes, set)
+	compileNetworkPolicy(np, nodes, set, staged)
+}
+
+// kubeMode reads the ztcn.io/ annotations of a policy: whether it is
+// staged, and the errors of annotations it does not know.
+func kubeMode(np *networkingv1.NetworkPolicy) (staged bool, errs field.ErrorList) {
+	path := field.NewPath("metadata", "annotations")
+	for _, k := range slices.Sorted(maps.Keys(np.Annotations)) {
+		if !strings.HasPrefix(k, kubeAnnotationPrefix) {
+			continue
+		}
+		v := np.Annotations[k]
+		switch {
+		case k != kubeModeAnnotation:
+			errs = append(errs, field.Forbidden(path.Key(k), "unknown ztcn.io annotation; the one there is is "+kubeModeAnnotation+" (audit or enforce)"))
+		case v == nativeModeAudit:
+			staged = true
+		case v != nativeModeEnforce:
+			errs = append(errs, field.NotSupported(path.Key(k), v, []string{nativeModeAudit, nativeModeEnforce}))
+		}
+	}
+	return staged, errs
 }
 
 // setNetworkPolicyDefaults does what the API server does before it stores
@@ -264,8 +300,9 @@ func parseKubeCIDR(s string) (p netip.Prefix, warning, err string) {
 	return p, "", ""
 }
 
-// compileNetworkPolicy adds a valid, defaulted policy to set.
-func compileNetworkPolicy(np *networkingv1.NetworkPolicy, nodes kubeNodes, set *Set) {
+// compileNetworkPolicy adds a valid, defaulted policy to set; its rules
+// are staged if staged.
+func compileNetworkPolicy(np *networkingv1.NetworkPolicy, nodes kubeNodes, set *Set, staged bool) {
 	ns, name := np.Namespace, np.Name
 	origin := "NetworkPolicy " + ns + "/" + name
 	spec := &np.Spec
@@ -293,7 +330,7 @@ func compileNetworkPolicy(np *networkingv1.NetworkPolicy, nodes kubeNodes, set *
 			// Defaulted: point at what the policy selects.
 			isoPos = nodes.pos("spec.podSelector")
 		}
-		r := set.AddRule(Rule{Pos: isoPos, Origin: origin,
+		r := set.AddRule(Rule{Pos: isoPos, Origin: origin, Staged: staged,
 			Text: fmt.Sprintf("%s/%s: %s are isolated for %s", ns, name, subjectText, dir.key)})
 		set.Isolations = append(set.Isolations, Isolation{Direction: dir.dir, Subject: kubeCloneSelector(subject), Rule: r})
 
@@ -315,7 +352,7 @@ func compileNetworkPolicy(np *networkingv1.NetworkPolicy, nodes kubeNodes, set *
 			if len(peers) == 0 {
 				peerTexts = append(peerTexts, "anywhere")
 			}
-			r := set.AddRule(Rule{Pos: nodes.pos(rulePath), Origin: origin,
+			r := set.AddRule(Rule{Pos: nodes.pos(rulePath), Origin: origin, Staged: staged,
 				Text: fmt.Sprintf("%s/%s %s[%d]: %s %s %s, %s", ns, name, dir.key, i, subjectText, word,
 					strings.Join(peerTexts, " or "), kubeDescribePorts(ports))})
 			if len(peers) == 0 {

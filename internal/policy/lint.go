@@ -16,6 +16,13 @@ import (
 // mirror each other (the source's egress and the destination's ingress),
 // so only its egress grant speaks for it, and each rule is reported at
 // most once per kind of finding.
+//
+// Staged rules (Rule.Staged) are linted as the staged view sees them: a
+// staged rule may be shadowed or overridden by any rule, an enforced rule
+// only by enforced ones (a staged deny over an enforced allow is the
+// tightening being staged, not a mistake). A staged rule that an enforced
+// one already covers changes nothing even once enforced, and is reported
+// as such. Every warning at a staged rule says that it is staged.
 func Lint(set *Set) Diagnostics {
 	l := newLinter(set)
 	l.redundant()
@@ -30,6 +37,7 @@ func Lint(set *Set) Diagnostics {
 type lintUnit struct {
 	g          *Grant
 	native     bool
+	staged     bool
 	primary    bool // speaks for its rule (false for a native ingress mirror)
 	subj, peer string
 	ports      []PortRange // AllPorts when the grant lists none
@@ -65,7 +73,7 @@ func newLinter(set *Set) *linter {
 			ports = AllPorts
 		}
 		l.units = append(l.units, lintUnit{
-			g: g, native: native, primary: !native || g.Direction == Egress,
+			g: g, native: native, staged: set.Rules[g.Rule].Staged, primary: !native || g.Direction == Egress,
 			subj: g.Subject.Key(), peer: g.Peer.Key(), ports: ports, norm: lintNormalize(ports),
 		})
 	}
@@ -112,8 +120,21 @@ func (l *linter) warn(rule int, kind, format string, args ...any) {
 		return
 	}
 	l.reported[key] = true
-	l.diags = append(l.diags, Diagnostic{Pos: l.set.Rules[rule].Pos, Severity: SeverityWarning, Message: fmt.Sprintf(format, args...)})
+	msg := fmt.Sprintf(format, args...)
+	if l.set.Rules[rule].Staged && !strings.HasPrefix(msg, lintStaged) {
+		// A warning must not read as if the rule acted on traffic.
+		msg = lintStaged + ": " + msg
+	}
+	l.diags = append(l.diags, Diagnostic{Pos: l.set.Rules[rule].Pos, Severity: SeverityWarning, Message: msg})
 }
+
+// lintStaged starts every warning at a staged rule.
+const lintStaged = "staged rule"
+
+// lintAffects reports whether rule v takes part in the view that rule u is
+// judged in: u's own view is the staged one if u is staged, the policy in
+// force otherwise, and a staged v is not in force.
+func lintAffects(u, v *lintUnit) bool { return u.staged || !v.staged }
 
 // candidates returns the grants with u's direction and the given action
 // whose selectors are u's or "*", so that they cover at least u's
@@ -162,12 +183,24 @@ func (l *linter) redundant() {
 		if len(by) == 0 {
 			continue
 		}
+		// A staged rule covered by enforced ones alone changes nothing
+		// when enforced: staging it shows nothing either.
+		pointless := l.set.Rules[r].Staged && !slices.ContainsFunc(by, func(b int) bool { return l.set.Rules[b].Staged })
+		verb := lintVerb(l.units[l.byRule[r][0]].g.Action)
 		if allDup && l.twins(dupOf, r) {
-			l.warn(r, "redundant", "duplicate of the rule at %s (%s)", l.set.Rules[dupOf].Pos, l.set.Rules[dupOf].Text)
+			if pointless {
+				l.warn(r, "redundant", "%s changes nothing: it duplicates %s", lintStaged, l.rulesAt([]int{dupOf}, "enforced "))
+				continue
+			}
+			l.warn(r, "redundant", "duplicate of %s", l.rulesAt([]int{dupOf}, ""))
 			continue
 		}
 		sort.Slice(by, func(i, j int) bool { return l.ruleBefore(by[i], by[j]) })
-		l.warn(r, "redundant", "shadowed by %s, which already %s everything this rule does", l.rulesAt(by), lintVerb(l.units[l.byRule[r][0]].g.Action))
+		if pointless {
+			l.warn(r, "redundant", "%s changes nothing: shadowed by %s, which already %s everything it does", lintStaged, l.rulesAt(by, "enforced "), verb)
+			continue
+		}
+		l.warn(r, "redundant", "shadowed by %s, which already %s everything this rule does", l.rulesAt(by, ""), verb)
 	}
 }
 
@@ -195,24 +228,36 @@ func lintSame(u, v *lintUnit) bool {
 }
 
 // coverOf returns the rule whose grant covers unit ui, preferring a wider
-// one; exact says that grant is the same as ui and from an earlier rule.
-// An exact twin written later does not count: the later one is reported.
+// one, then (for a staged unit) an enforced one, then the earliest; exact
+// says that grant is the same as ui and from an earlier rule. An exact
+// twin written later does not count, the later one is reported, except
+// that of a staged and an enforced twin the staged one always is.
 func (l *linter) coverOf(ui int) (rule int, exact bool) {
 	u := &l.units[ui]
 	wider, twin := -1, -1
+	// better reports whether vi is a better cover than the best so far.
+	better := func(vi, best int) bool {
+		if best < 0 {
+			return true
+		}
+		if vs, bs := l.units[vi].staged, l.units[best].staged; vs != bs {
+			return !vs
+		}
+		return vi < best
+	}
 	for _, vi := range l.candidates(u, u.g.Action) {
 		v := &l.units[vi]
 		// A native rule also opens the destination's ingress, which only
 		// another native rule mirrors.
-		if v.g.Rule == u.g.Rule || (u.native && !v.native) || !lintPortsCover(v.norm, u.ports) {
+		if v.g.Rule == u.g.Rule || (u.native && !v.native) || !lintAffects(u, v) || !lintPortsCover(v.norm, u.ports) {
 			continue
 		}
 		switch {
 		case !lintSame(u, v):
-			if wider < 0 || vi < wider {
+			if better(vi, wider) {
 				wider = vi
 			}
-		case vi < ui && (twin < 0 || vi < twin):
+		case (vi < ui || u.staged && !v.staged) && better(vi, twin):
 			twin = vi
 		}
 	}
@@ -239,6 +284,9 @@ func (l *linter) conflicts() {
 			sort.Ints(denies) // report in position order
 			for _, vi := range denies {
 				v := &l.units[vi]
+				if !lintAffects(u, v) {
+					continue // a staged deny over an enforced allow is the point of staging it
+				}
 				overlap := lintPortsOverlap(u.ports, v.ports)
 				if len(overlap) == 0 {
 					continue
@@ -255,7 +303,7 @@ func (l *linter) conflicts() {
 			if len(by) > 0 {
 				sort.Slice(by, func(i, j int) bool { return l.ruleBefore(by[i], by[j]) })
 				l.warn(r, "conflict", "deny wins: %s is never allowed on ports %s (denied by %s)",
-					lintFlow(u), strings.Join(ports, ","), l.rulesAt(by))
+					lintFlow(u), strings.Join(ports, ","), l.rulesAt(by, ""))
 				break
 			}
 		}
@@ -324,16 +372,23 @@ func lintVerb(a Action) string {
 	return "allows"
 }
 
-// rulesAt names rules by position and text for a message.
-func (l *linter) rulesAt(rules []int) string {
+// rulesAt names rules by position and text for a message, the text of a
+// staged rule marked "[audit]" as Rule.String marks it; kind ("enforced "
+// or "") qualifies them all.
+func (l *linter) rulesAt(rules []int, kind string) string {
 	parts := make([]string, len(rules))
 	for i, r := range rules {
-		parts[i] = fmt.Sprintf("%s (%s)", l.set.Rules[r].Pos, l.set.Rules[r].Text)
+		rule := l.set.Rules[r]
+		text := rule.Text
+		if rule.Staged {
+			text = "[audit] " + text
+		}
+		parts[i] = fmt.Sprintf("%s (%s)", rule.Pos, text)
 	}
 	if len(parts) == 1 {
-		return "the rule at " + parts[0]
+		return "the " + kind + "rule at " + parts[0]
 	}
-	return "the rules at " + strings.Join(parts, ", ")
+	return "the " + kind + "rules at " + strings.Join(parts, ", ")
 }
 
 // lintFlow is a grant's flow, source first.

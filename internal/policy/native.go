@@ -17,16 +17,25 @@ import (
 //
 //	apiVersion: ztcn.io/v1alpha1   # optional
 //	kind: Policy                   # optional
+//	mode: enforce                  # optional: enforce (default) or audit
 //	policies:
 //	  - subject: "app:frontend"
+//	    mode: audit                # optional, for this policy's rules
 //	    allow:
 //	      - destination: "app:backend"
 //	        ports: [80, 443, "8000-8100", http]
 //	        protocols: [tcp, udp]
 //	    deny:
 //	      - destination: "cidr:10.0.0.0/8"
+//	        mode: audit            # optional, for this rule
 //	networks:
 //	  metrics: ["203.0.113.0/24"]
+//
+// `mode: audit` stages the rules under it (Rule.Staged): they are compiled
+// into the staged view only and change no traffic. The most specific mode
+// wins, with one exception: `mode: enforce` under a `mode: audit` is an
+// error, so that one `mode: audit` line is enough for a reviewer to know
+// that nothing under it is enforced.
 //
 // The parser walks yaml.Node trees rather than decoding into structs so that
 // every diagnostic carries the line and column of the node at fault.
@@ -39,9 +48,15 @@ const (
 
 // Keys each level of the schema accepts, in the order messages list them.
 var (
-	nativeDocumentKeys = []string{"policies", "networks", "apiVersion", "kind"}
-	nativePolicyKeys   = []string{"subject", "allow", "deny", "name", "description"}
-	nativeRuleKeys     = []string{"destination", "ports", "protocols", "description"}
+	nativeDocumentKeys = []string{"policies", "networks", "mode", "apiVersion", "kind"}
+	nativePolicyKeys   = []string{"subject", "allow", "deny", "mode", "name", "description"}
+	nativeRuleKeys     = []string{"destination", "ports", "protocols", "mode", "description"}
+)
+
+// Values of `mode:`.
+const (
+	nativeModeEnforce = "enforce"
+	nativeModeAudit   = "audit"
 )
 
 // nativeSelectorForms lists the selector syntaxes for error messages.
@@ -196,10 +211,14 @@ func nativePolicies(d document, set *Set, diags *Diagnostics) {
 		}
 	}
 	fields := p.fields(d.node, "document", nativeDocumentKeys)
+	mode := p.mode(fields["mode"], nativeMode{}, "document")
 	policies := fields["policies"]
 	if policies == nil {
-		if fields["networks"] == nil && p.errors == 0 {
+		switch {
+		case fields["networks"] == nil && p.errors == 0:
 			p.warnf(d.node, "document defines no policies and no networks")
+		case mode.staged:
+			p.warnf(mode.node, "mode: audit has no effect: the document has no policies (networks are not staged; every document may use them)")
 		}
 		return
 	}
@@ -208,8 +227,51 @@ func nativePolicies(d document, set *Set, diags *Diagnostics) {
 		return
 	}
 	for _, item := range items {
-		p.policy(item)
+		p.policy(item, mode)
 	}
+}
+
+// nativeMode is the mode in effect at a level of a document.
+type nativeMode struct {
+	staged bool
+	// node is the `mode: audit` value that stages, and what carries it
+	// ("document", "policy"), for messages.
+	node *yaml.Node
+	what string
+	// broken says a `mode:` at this level or above has an error: nothing
+	// under it is added, so that a misspelt audit cannot enforce.
+	broken bool
+}
+
+// mode reads the `mode:` n of a what (nil when absent) under the parent's
+// mode, and returns the mode in effect there. On error it returns the
+// parent's, marked broken, so that one mistake is reported once.
+func (p *nativeParser) mode(n *yaml.Node, parent nativeMode, what string) nativeMode {
+	if n == nil {
+		return parent
+	}
+	broken := parent
+	broken.broken = true
+	if p.isAlias(n) {
+		return broken
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		p.errorf(n, "mode is %s (want %s or %s)", nativeDescribe(n), nativeModeAudit, nativeModeEnforce)
+		return broken
+	}
+	switch n.Value {
+	case nativeModeAudit:
+		return nativeMode{staged: true, node: n, what: what, broken: parent.broken}
+	case nativeModeEnforce:
+		if parent.staged {
+			p.errorf(n, "mode: enforce in a %s staged by the mode: audit at %s; nothing under mode: audit is enforced (move this %s out, or remove that mode: audit)",
+				parent.what, p.d.pos(parent.node), what)
+			return broken
+		}
+		return nativeMode{broken: parent.broken}
+	}
+	p.errorf(n, "unknown mode %q (want %s to stage the rules or %s, the default, to enforce them)", n.Value, nativeModeAudit, nativeModeEnforce)
+	return broken
 }
 
 // parsedNativeRule is a parsed allow or deny rule waiting for its policy
@@ -220,15 +282,17 @@ type parsedNativeRule struct {
 	dest     Selector
 	destText string
 	ports    []PortRange
+	staged   bool
 }
 
-// policy compiles one entry of `policies:`.
-func (p *nativeParser) policy(n *yaml.Node) {
+// policy compiles one entry of `policies:` of a document in docMode.
+func (p *nativeParser) policy(n *yaml.Node, docMode nativeMode) {
 	if !p.isMapping(n, "policy", "a mapping with subject and allow or deny") {
 		return
 	}
 	before := p.errors
 	fields := p.fields(n, "policy", nativePolicyKeys)
+	mode := p.mode(fields["mode"], docMode, "policy")
 	for _, k := range []string{"name", "description"} {
 		if v := fields[k]; v != nil {
 			p.scalarString(v, k)
@@ -254,7 +318,7 @@ func (p *nativeParser) policy(n *yaml.Node) {
 		}
 		for _, item := range items {
 			count++
-			if r, ok := p.rule(item, action); ok {
+			if r, ok := p.rule(item, action, mode); ok {
 				rules = append(rules, r)
 			}
 		}
@@ -264,7 +328,7 @@ func (p *nativeParser) policy(n *yaml.Node) {
 	}
 	// A selector that names a network with errors fails without an error
 	// of its own, so a clean count alone does not prove every rule parsed.
-	if p.errors > before || len(subject.Terms) == 0 || len(rules) != count {
+	if p.errors > before || mode.broken || len(subject.Terms) == 0 || len(rules) != count {
 		return
 	}
 	for _, r := range rules {
@@ -272,8 +336,9 @@ func (p *nativeParser) policy(n *yaml.Node) {
 	}
 }
 
-// rule parses one entry of an allow or deny list; ok only if it is clean.
-func (p *nativeParser) rule(n *yaml.Node, action Action) (parsedNativeRule, bool) {
+// rule parses one entry of an allow or deny list of a policy in
+// policyMode; ok only if it is clean.
+func (p *nativeParser) rule(n *yaml.Node, action Action, policyMode nativeMode) (parsedNativeRule, bool) {
 	if !p.isMapping(n, action.String()+" rule", "a mapping with destination and optional ports and protocols") {
 		return parsedNativeRule{}, false
 	}
@@ -282,7 +347,7 @@ func (p *nativeParser) rule(n *yaml.Node, action Action) (parsedNativeRule, bool
 	if v := fields["description"]; v != nil {
 		p.scalarString(v, "description")
 	}
-	r := parsedNativeRule{node: n, action: action}
+	r := parsedNativeRule{node: n, action: action, staged: p.mode(fields["mode"], policyMode, "rule").staged}
 	destOK := false
 	if v := fields["destination"]; v == nil {
 		p.errorf(n, `rule has no destination (want a selector such as "app:backend")`)
@@ -304,7 +369,7 @@ func (p *nativeParser) add(subject Selector, subjectText string, nr parsedNative
 	if nr.action == Deny {
 		text = "deny " + text
 	}
-	r := p.set.AddRule(Rule{Pos: p.d.pos(nr.node), Origin: "native", Text: text})
+	r := p.set.AddRule(Rule{Pos: p.d.pos(nr.node), Origin: "native", Text: text, Staged: nr.staged})
 	// The source may send (its egress) and the destination may receive
 	// (its ingress): one native rule speaks for both ends.
 	p.set.Grants = append(p.set.Grants,

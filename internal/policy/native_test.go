@@ -153,7 +153,7 @@ func TestNativeJSONLoadsWithPositions(t *testing.T) {
 	_, diags = LoadBytes("p.json", []byte(src))
 	want = []string{
 		fmt.Sprintf("p.json:1:%d: error: port 0 outside 1–65535", strings.Index(src, "0]")+1),
-		fmt.Sprintf(`p.json:1:%d: error: unknown key "protocol" in rule (want destination, ports, protocols, description)`, strings.Index(src, `"protocol"`)+1),
+		fmt.Sprintf(`p.json:1:%d: error: unknown key "protocol" in rule (want destination, ports, protocols, mode, description)`, strings.Index(src, `"protocol"`)+1),
 	}
 	if got := ntDiags(diags); !reflect.DeepEqual(got, want) {
 		t.Errorf("diagnostics:\n got %q\nwant %q", got, want)
@@ -394,13 +394,13 @@ var nativeErrorCases = []struct {
 	{
 		name:  "unknown key in the document",
 		src:   ntYAML("polices:", "  - subject: app:a"),
-		diags: []string{`1:1: error: unknown key "polices" in document (want policies, networks, apiVersion, kind)`},
+		diags: []string{`1:1: error: unknown key "polices" in document (want policies, networks, mode, apiVersion, kind)`},
 	},
 	{
 		name: "unknown key in a policy",
 		src:  ntYAML("policies:", "  - subjet: app:a", "    allow:", "      - destination: app:b"),
 		diags: []string{
-			`2:5: error: unknown key "subjet" in policy (want subject, allow, deny, name, description)`,
+			`2:5: error: unknown key "subjet" in policy (want subject, allow, deny, mode, name, description)`,
 			`2:5: error: policy has no subject (want a selector such as "app:web")`,
 		},
 	},
@@ -408,7 +408,7 @@ var nativeErrorCases = []struct {
 		name: "unknown key in a rule",
 		src:  ntYAML("policies:", "  - subject: app:a", "    allow:", "      - destinaton: app:b"),
 		diags: []string{
-			`4:9: error: unknown key "destinaton" in rule (want destination, ports, protocols, description)`,
+			`4:9: error: unknown key "destinaton" in rule (want destination, ports, protocols, mode, description)`,
 			`4:9: error: rule has no destination (want a selector such as "app:backend")`,
 		},
 	},

@@ -50,6 +50,13 @@ type Snapshot struct {
 	// Index decides flows. Subjects must be resolved against this Index
 	// (Index.Resolve); a Subject of another snapshot is refused by Decide.
 	Index *Index
+	// Staged is the staged view: the index of every rule, staged ones
+	// (`mode: audit`) enforced too, or nil when no rule is staged. Its
+	// verdicts are would-be verdicts, to record where they differ from
+	// Index's; traffic follows Index alone. Its Subjects are its own (one
+	// Resolve per endpoint and index; Decide refuses the other index's),
+	// and its Verdict.Rule numbers the same rules as Index's.
+	Staged *Index
 	// Version counts good policies since the Watcher was made: 1, 2, …
 	// Identical input content never gets a new version.
 	Version uint64
@@ -297,12 +304,12 @@ func (w *Watcher) reload(force bool) ReloadResult {
 	if diags.HasErrors() {
 		return fail(&LoadError{Diagnostics: diags})
 	}
-	ix, err := Compile(set, w.mode)
+	ix, staged, err := compileViews(set, w.mode)
 	if err != nil {
 		return fail(fmt.Errorf("policy: compile: %w", err))
 	}
 
-	snap := &Snapshot{Index: ix, Version: 1, LoadedAt: time.Now(), Warnings: diags, Digest: hex.EncodeToString(sum[:])}
+	snap := &Snapshot{Index: ix, Staged: staged, Version: 1, LoadedAt: time.Now(), Warnings: diags, Digest: hex.EncodeToString(sum[:])}
 	if cur != nil {
 		snap.Version = cur.Version + 1
 	}
@@ -311,6 +318,17 @@ func (w *Watcher) reload(force bool) ReloadResult {
 	w.goodSum = sum
 	w.updates.Publish(snap)
 	return w.report(ReloadResult{Version: snap.Version, OK: true, Changed: true, Diagnostics: diags})
+}
+
+// View is the index that decides in the view asked for: the staged view
+// if staged and the policy stages any rule, otherwise the policy in force
+// (with no staged rule the two are the same). For commands that can show
+// either; the data plane reads Index and Staged itself.
+func (s *Snapshot) View(staged bool) *Index {
+	if staged && s.Staged != nil {
+		return s.Staged
+	}
+	return s.Index
 }
 
 func (w *Watcher) report(res ReloadResult) ReloadResult {

@@ -130,7 +130,8 @@ workload_api_socket = %q
 config_path = %q
 [telemetry]
 admin_address = "127.0.0.1:0"
-`, n.socket, filepath.Join(n.dir, "state"), filepath.Join(n.dir, "workload.sock"), policyPath)
+audit_log = %q
+`, n.socket, filepath.Join(n.dir, "state"), filepath.Join(n.dir, "workload.sock"), policyPath, filepath.Join(n.dir, "audit.log"))
 	if err := os.WriteFile(n.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ type NodeStatus struct {
 	AgentRunning  bool   `json:"agent_running"`
 	Ready         bool   `json:"ready"`
 	AdminAddress  string `json:"admin_address,omitempty"`
+	MetricsURL    string `json:"metrics_url,omitempty"`
 	ControlSocket string `json:"control_socket"`
 	AgentLog      string `json:"agent_log"`
 	Error         string `json:"error,omitempty"`
@@ -95,6 +96,7 @@ func Status(ctx context.Context, run string) (*RunStatus, error) {
 			if as.AdminAddress != "" {
 				ns.AdminAddress = as.AdminAddress
 			}
+			ns.MetricsURL = as.MetricsURL
 			if i == 0 {
 				rs.Mode, rs.Policy = as.Mode, as.Policy
 			}
