@@ -20,8 +20,8 @@ import (
 func (a *Agent) flowOf(e dataplane.Event) telemetry.Flow {
 	f := telemetry.Flow{
 		ID: e.Flow, Start: e.Time, Node: a.cfg.Agent.NodeName, Pod: e.Pod, Direction: string(e.Direction),
-		Source: peerOf(e.Source, e.SourceID, e.SourceEP),
-		Dest:   peerOf(e.Dest, e.DestID, e.DestEP),
+		Source:   peerOf(e.Source, e.SourceID, e.SourceEP),
+		Dest:     peerOf(e.Dest, e.DestID, e.DestEP),
 		Protocol: "TCP", Verdict: telemetry.VerdictAllow, Enforced: e.Enforced, Reason: e.Reason, Rule: e.Rule,
 		Kind: string(e.Kind), BytesIn: e.BytesIn, BytesOut: e.BytesOut, Duration: e.Duration, Error: e.Err,
 		StagedVerdict: e.StagedVerdict, StagedRule: e.StagedRule, StagedReason: e.StagedReason,

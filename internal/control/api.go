@@ -33,14 +33,14 @@ type Status struct {
 	Mode string `json:"mode"`
 	// DataPlane is false when the agent only issues identities (no traffic
 	// is intercepted).
-	DataPlane    bool         `json:"dataplane"`
-	AdminAddress string       `json:"admin_address,omitempty"`
+	DataPlane    bool   `json:"dataplane"`
+	AdminAddress string `json:"admin_address,omitempty"`
 	// MetricsURL is where the agent serves Prometheus metrics.
 	MetricsURL string `json:"metrics_url,omitempty"`
 	// AuditLog is the audit log and its counters.
 	AuditLog AuditLogStatus `json:"audit_log"`
-	Policy       PolicyStatus `json:"policy"`
-	Pods         []PodStatus  `json:"pods"`
+	Policy   PolicyStatus   `json:"policy"`
+	Pods     []PodStatus    `json:"pods"`
 	// Directory counts the remote workloads the agent knows.
 	Directory int `json:"directory"`
 	// Recent are the latest data plane events (denials, refusals, closed

@@ -24,8 +24,8 @@ import (
 // recorder is a Backend that keeps what it was asked, so the tests check
 // the wire format end to end over a real Unix socket.
 type recorder struct {
-	mu   sync.Mutex
-	pods map[string]workload.Pod
+	mu    sync.Mutex
+	pods  map[string]workload.Pod
 	dir   Directory
 	table *telemetry.FlowTable
 }
@@ -66,15 +66,11 @@ func (r *recorder) SetDirectory(d Directory) error {
 	return nil
 }
 
-func (r *recorder) Flows(f telemetry.FlowFilter) []telemetry.Flow {
-	var out []telemetry.Flow
-	for _, fl := range r.table.List(f) {
-		out = append(out, fl)
-	}
-	return out
-}
+func (r *recorder) Flows(f telemetry.FlowFilter) []telemetry.Flow { return r.table.List(f) }
 
-func (r *recorder) SubscribeFlows(ctx context.Context) <-chan telemetry.Flow { return r.table.Subscribe(ctx) }
+func (r *recorder) SubscribeFlows(ctx context.Context) <-chan telemetry.Flow {
+	return r.table.Subscribe(ctx)
+}
 
 func (r *recorder) Status() Status {
 	r.mu.Lock()

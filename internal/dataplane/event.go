@@ -39,9 +39,9 @@ type Event struct {
 	Rule string `json:"rule,omitempty"`
 	// StagedVerdict is set when the staged (mode: audit) policies would
 	// decide the flow otherwise: "allow" or "deny", with their rule.
-	StagedVerdict string        `json:"staged_verdict,omitempty"`
-	StagedRule    string        `json:"staged_rule,omitempty"`
-	StagedReason  string        `json:"staged_reason,omitempty"`
+	StagedVerdict string `json:"staged_verdict,omitempty"`
+	StagedRule    string `json:"staged_rule,omitempty"`
+	StagedReason  string `json:"staged_reason,omitempty"`
 	// SourceEP and DestEP are what policy knew of each side (labels,
 	// names), for the flow table and the audit log; nil when unknown.
 	SourceEP *policy.Endpoint `json:"-"`

@@ -36,8 +36,8 @@ func (o *Observed) Add(flows ...telemetry.Flow) { o.Flows = append(o.Flows, flow
 //   - one JSON array of such objects (what GET /v1/flows answers).
 //
 // An object is an audit event when it has "@timestamp" or "event" keys.
-// Audit events are read as ECS: nested objects and dotted keys
-// ("source.ip") alike, with
+// Audit events are read as ECS, nested objects and dotted keys
+// ("source.ip") alike:
 //
 //	@timestamp, event.start, event.end   start and end of the flow
 //	event.action                         which event: see below
@@ -45,21 +45,25 @@ func (o *Observed) Add(flows ...telemetry.Flow) { o.Flows = append(o.Flows, flow
 //	source.ip, source.port               the client
 //	destination.ip, destination.port     the server
 //	network.transport                    tcp (default), udp, sctp, icmp
-//	network.direction                    outbound|egress or inbound|ingress
-//	ztcn.source.spiffe_id, .namespace, .name, .service_account, .labels
+//	network.direction                    egress|outbound or ingress|inbound
+//	ztcn.source.spiffe_id, .labels       the client workload, and optionally
+//	  .namespace, .name, .service_account  (else read from the SPIFFE ID, see Suggest)
 //	ztcn.destination.…                   the same for the server
-//	ztcn.verdict, ztcn.enforced          the policy verdict, and whether it was enforced
-//	ztcn.flow                            a whole telemetry.Flow, which the fields above override
+//	ztcn.verdict, ztcn.enforced          the verdict, and whether it was enforced
 //
 // Only flow events are flows. Events whose action names a certificate,
-// an SVID or a reload are counted in Ignored; failed handshakes and
-// refused plaintext are read as flows of that kind, which Suggest skips
-// as no policy decision. The verdict is ztcn.verdict; else "deny" for an
-// action that names a violation or denial, "allow" for one that names an
-// allowed or closed flow; else event.type (allowed, denied); else
+// an SVID or a reload (certificate-issued, policy-reload, …) are counted
+// in Ignored; failed handshakes and refused plaintext are read as flows
+// of that kind, which Suggest skips as no policy decision. The verdict is
+// ztcn.verdict; else "deny" for an action that names a violation or
+// denial (policy-violation, policy-violation-audit), "allow" for one that
+// names an allowed or closed flow; else event.type (denied, allowed); else
 // event.outcome (success allow, failure deny). Enforced is ztcn.enforced;
-// else false for a "would-be" action or a denial whose outcome is success
+// else false for a would-be action or a denial whose outcome is success
 // (the flow went through: audit mode); else true.
+//
+// The agent's audit log records violations only (enforced and would-be),
+// not allowed flows.
 func (o *Observed) Read(name string, r io.Reader) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	first, err := firstNonSpace(br)
@@ -164,17 +168,6 @@ func ecsFlow(obj map[string]any) (telemetry.Flow, bool, error) {
 	e := ecsEvent(obj)
 	action := strings.ToLower(e.str("event.action"))
 	var f telemetry.Flow
-	if v, ok := e.get("ztcn.flow"); ok {
-		if m, ok := v.(map[string]any); ok {
-			b, err := json.Marshal(m)
-			if err == nil {
-				err = json.Unmarshal(b, &f)
-			}
-			if err != nil {
-				return f, false, fmt.Errorf("ztcn.flow: %w", err)
-			}
-		}
-	}
 	switch {
 	case containsAny(action, "cert", "svid", "reload", "issued", "rotated"),
 		action == "revoked":
@@ -186,7 +179,7 @@ func ecsFlow(obj map[string]any) (telemetry.Flow, bool, error) {
 	}
 	_, hasDst := e.get("destination.ip")
 	_, hasPort := e.get("destination.port")
-	if !hasDst && !hasPort && !f.Dest.IP.IsValid() {
+	if !hasDst && !hasPort {
 		return f, false, nil // not a flow: nothing says where it went
 	}
 
@@ -242,8 +235,6 @@ func ecsFlow(obj map[string]any) (telemetry.Flow, bool, error) {
 	switch v := strings.ToLower(e.str("ztcn.verdict")); {
 	case v == telemetry.VerdictAllow || v == telemetry.VerdictDeny:
 		f.Verdict = v
-	case f.Verdict != "":
-		// ztcn.flow said it.
 	case containsAny(action, "violation", "denied", "deny"):
 		f.Verdict = telemetry.VerdictDeny
 	case containsAny(action, "allow", "closed", "opened", "accepted"):
@@ -259,7 +250,7 @@ func ecsFlow(obj map[string]any) (telemetry.Flow, bool, error) {
 	}
 	if b, ok := e.bool("ztcn.enforced"); ok {
 		f.Enforced = b
-	} else if _, inFlow := e.get("ztcn.flow.enforced"); !inFlow {
+	} else {
 		f.Enforced = !(strings.Contains(action, "would") || f.Verdict == telemetry.VerdictDeny && outcome == "success")
 	}
 	if f.Kind == "" {

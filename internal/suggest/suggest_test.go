@@ -533,7 +533,6 @@ func TestTheAgentsAuditLogGivesTheSamePolicy(t *testing.T) {
 	if withoutComments(got.YAML) != withoutComments(want.YAML) || got.Flows != want.Flows || got.Rules != want.Rules {
 		t.Errorf("audit log (%s):\n%s\nflows (%s):\n%s", got.Summary(), got.YAML, want.Summary(), want.YAML)
 	}
-	t.Logf("%s\n%s", data, got.YAML)
 	if !strings.Contains(string(got.YAML), "from spiffe://cluster.local/ns/shop/sa/frontend (10.77.1.10, 10.77.1.11) to spiffe://cluster.local/ns/shop/sa/backend, ports 80, 443, 8080-8081") {
 		t.Errorf("comments name workloads by SPIFFE ID:\n%s", got.YAML)
 	}

@@ -82,8 +82,8 @@ func TestPrometheusScrapesTheAgent(t *testing.T) {
 	want := map[string]float64{
 		// One pooled connection frontend → backend: a client and a server
 		// handshake, both by this agent.
-		`sum(ztcn_tls_handshakes_total{result="ok"})`:                    2,
-		`sum(ztcn_policy_violations_total{enforced="true"})`:             2,
+		`sum(ztcn_tls_handshakes_total{result="ok"})`:                   2,
+		`sum(ztcn_policy_violations_total{enforced="true"})`:            2,
 		`ztcn_connections_total{direction="outbound",result="allowed"}`: 3,
 		`ztcn_connections_total{direction="outbound",result="denied"}`:  2,
 		`ztcn_pods_attached`: 3,
@@ -112,4 +112,3 @@ func freeLoopbackAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
-
