@@ -42,7 +42,8 @@ Evidence is every flow policy decided, from a workload or an outside address
 to a workload or an outside address, that was allowed or let through although
 denied (audit mode: the would-be denials are what the policy is missing).
 Denials that were enforced (strict mode) may be unwanted traffic: they count
-only with --include-denied.
+only with --include-denied. The audit log records violations only: what it
+suggests is what the policy in force is missing, to be added to it.
 
 The policy is written to stdout: loaded with isolation "all", it allows every
 evidence flow and, between the observed workloads and addresses, nothing else.

@@ -35,3 +35,14 @@ func peerEndpoint(peer *identity.Peer, src netip.Addr) *policy.Endpoint {
 func outsideEndpoint(ip netip.Addr) *policy.Endpoint {
 	return &policy.Endpoint{IP: ip}
 }
+
+// describe is what to report about an authenticated peer: the workload
+// this node knows at that address (its pod name, namespace labels) when it
+// carries the very identity the peer proved, else the verified facts
+// alone. It is for records only; decisions use peerEndpoint.
+func (dp *DataPlane) describe(verified *policy.Endpoint) *policy.Endpoint {
+	if known := dp.endpointAt(verified.IP); known.Workload && known.SPIFFEID == verified.SPIFFEID {
+		return known
+	}
+	return verified
+}

@@ -93,11 +93,11 @@ func (p *podProxy) authorizeHBONE(_ context.Context, req *hbone.Request) (hbone.
 	srcEP := peerEndpoint(req.Peer, src.Addr())
 	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, req.Target.Port())
 	sev := Event{Direction: Inbound, Source: src, Dest: req.Target, SourceID: srcEP.SPIFFEID, DestID: p.pod.Endpoint.SPIFFEID,
-		SourceEP: srcEP, DestEP: p.pod.Endpoint, Allowed: v.Allowed, Enforced: p.dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)}
+		SourceEP: p.dp.describe(srcEP), DestEP: p.pod.Endpoint, Allowed: v.Allowed, Enforced: p.dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)}
 	p.staged(snap, &sev, srcEP, p.pod.Endpoint, req.Target.Port(), v)
 	if !v.Allowed {
 		p.emit(Event{Kind: EventDenied, Direction: Inbound, Source: src, Dest: req.Target, SourceID: srcEP.SPIFFEID,
-			SourceEP: srcEP, DestEP: p.pod.Endpoint,
+			SourceEP: p.dp.describe(srcEP), DestEP: p.pod.Endpoint,
 			DestID: p.pod.Endpoint.SPIFFEID, Enforced: p.dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)})
 		if p.dp.cfg.Mode != Audit {
 			return nil, hbone.ErrDenied

@@ -59,7 +59,7 @@ func (o *Observed) Add(flows ...telemetry.Flow) { o.Flows = append(o.Flows, flow
 // denial (policy-violation, policy-violation-audit), "allow" for one that
 // names an allowed or closed flow; else event.type (denied, allowed); else
 // event.outcome (success allow, failure deny). Enforced is ztcn.enforced;
-// else false for a would-be action or a denial whose outcome is success
+// else false for a would-be action (…-audit) or a denial whose outcome is success
 // (the flow went through: audit mode); else true.
 //
 // The agent's audit log records violations only (enforced and would-be),
@@ -251,7 +251,7 @@ func ecsFlow(obj map[string]any) (telemetry.Flow, bool, error) {
 	if b, ok := e.bool("ztcn.enforced"); ok {
 		f.Enforced = b
 	} else {
-		f.Enforced = !(strings.Contains(action, "would") || f.Verdict == telemetry.VerdictDeny && outcome == "success")
+		f.Enforced = !(strings.Contains(action, "would") || strings.HasSuffix(action, "-audit") || f.Verdict == telemetry.VerdictDeny && outcome == "success")
 	}
 	if f.Kind == "" {
 		switch f.Verdict {

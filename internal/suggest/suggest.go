@@ -13,6 +13,11 @@
 // Denials that were enforced (strict mode) may be unwanted traffic; they
 // are evidence only WithDenied.
 //
+// Workloads the input knows only by SPIFFE ID (the audit log names no
+// namespace, pod or service account) get the namespace and service
+// account of a spiffe://<td>/ns/<ns>/sa/<sa> ID, as the data plane reads
+// them; comments then name them by SPIFFE ID.
+//
 // # How the policy is built
 //
 // Endpoints are grouped into units that no native selector can tell apart
@@ -98,7 +103,7 @@ func (s *Suggestion) Summary() string {
 // Reasons a flow is not evidence, the keys of Suggestion.Skipped.
 const (
 	SkipNoDecision = "no policy decision (failed handshake, refused plaintext)"
-	SkipDenied     = "denied and enforced (strict mode; include denials to use them)"
+	SkipDenied     = "denied and enforced (strict mode: evidence only if denials are included)"
 	SkipNoWorkload = "no workload on either side"
 	SkipNoEndpoint = "an endpoint with neither identity nor address"
 	SkipNamespace  = "outside the namespace"
@@ -121,6 +126,9 @@ func Suggest(flows []telemetry.Flow, opts ...Option) (*Suggestion, error) {
 	}
 	s.roles()
 	s.rules()
+	if len(s.rulesOut) == 0 {
+		return nil, fmt.Errorf("no flow to suggest a policy from: %s", s.skippedText(len(flows)))
+	}
 	sg := &Suggestion{Flows: len(s.evidence), Workloads: s.workloads(), Skipped: s.skipped, Warnings: s.warnings}
 	var err error
 	if sg.YAML, err = s.renderYAML(); err != nil {
@@ -465,6 +473,9 @@ func (s *suggester) skippedText(read int) string {
 		reasons = append(reasons, fmt.Sprintf("%d %s", n, r))
 	}
 	sort.Strings(reasons)
+	if read == 1 {
+		return fmt.Sprintf("the one flow is not evidence (%s)", strings.Join(reasons, "; "))
+	}
 	return fmt.Sprintf("none of the %d flows is evidence (%s)", read, strings.Join(reasons, "; "))
 }
 
