@@ -124,7 +124,14 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	}
 	fmt.Fprintf(w, "agent    %s on node %s, trust domain %s, mode %s, data plane %s\n", ready, st.Node, st.TrustDomain, st.Mode, dp)
 	if st.AdminAddress != "" {
-		fmt.Fprintf(w, "admin    http://%s (/healthz, /readyz)\n", st.AdminAddress)
+		fmt.Fprintf(w, "admin    http://%s (/healthz, /readyz, /metrics)\n", st.AdminAddress)
+	}
+	if st.AuditLog.Path != "" {
+		fmt.Fprintf(w, "audit    %s: %d written", st.AuditLog.Path, st.AuditLog.Written)
+		if lost := st.AuditLog.Dropped + st.AuditLog.Errors; lost > 0 {
+			fmt.Fprintf(w, ", %d LOST (%s)", lost, st.AuditLog.LastError)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "policy   version %d, %d rules, loaded %s", st.Policy.Version, st.Policy.Rules, st.Policy.LoadedAt.Format(time.RFC3339))
 	if len(st.Policy.Paths) > 0 {

@@ -28,7 +28,7 @@ func renderRun(w io.Writer, rs *local.RunStatus, now time.Time) {
 		fmt.Fprintf(w, "         last reload FAILED (previous policy stays in force): %s\n", rs.Policy.LastError)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nNODE\tSUBNET\tAGENT\tADMIN")
+	fmt.Fprintln(tw, "\nNODE\tSUBNET\tAGENT\tMETRICS")
 	for _, n := range rs.Nodes {
 		agent := "ready"
 		switch {
@@ -39,7 +39,11 @@ func renderRun(w io.Writer, rs *local.RunStatus, now time.Time) {
 		case !n.Ready:
 			agent = "not ready"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s (pid %d)\t%s\n", n.Name, n.Subnet, agent, n.AgentPID, n.AdminAddress)
+		metrics := n.MetricsURL
+		if metrics == "" {
+			metrics = n.AdminAddress
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s (pid %d)\t%s\n", n.Name, n.Subnet, agent, n.AgentPID, metrics)
 	}
 	tw.Flush()
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

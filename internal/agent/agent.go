@@ -77,6 +77,11 @@ type Agent struct {
 	lastPolicyErr atomic.Pointer[string]
 	// auditUnwritten counts events that found no open audit log.
 	auditUnwritten atomic.Uint64
+	// auditMu guards the audit log's opening: events that come before it
+	// wait in auditPending.
+	auditMu      sync.Mutex
+	auditTried   bool
+	auditPending []telemetry.AuditEvent
 	auditOpenErr   atomic.Pointer[string]
 }
 
@@ -199,11 +204,18 @@ func New(opts Options) (*Agent, error) {
 // auditCounts are the audit log's counters for the metrics. Without a log
 // (it could not be opened) every event counts as an error.
 func (a *Agent) auditCounts() (written, dropped, failed uint64) {
-	if a.auditLog == nil {
-		return 0, 0, a.auditUnwritten.Load()
-	}
-	st := a.auditLog.Stats()
+	st := a.auditStats()
 	return st.Written, st.Dropped, st.WriteErrors + a.auditUnwritten.Load()
+}
+
+func (a *Agent) auditStats() telemetry.AuditStats {
+	a.auditMu.Lock()
+	l := a.auditLog
+	a.auditMu.Unlock()
+	if l == nil {
+		return telemetry.AuditStats{}
+	}
+	return l.Stats()
 }
 
 // loadPolicy starts watching policy.config_path. Only dev mode may run
@@ -445,8 +457,8 @@ func (a *Agent) Status() control.Status {
 	}
 	st.AuditLog.Path = a.cfg.Telemetry.AuditLog
 	st.AuditLog.Written, st.AuditLog.Dropped, st.AuditLog.Errors = a.auditCounts()
-	if a.auditLog != nil {
-		st.AuditLog.LastError = a.auditLog.Stats().LastError
+	if last := a.auditStats().LastError; last != "" {
+		st.AuditLog.LastError = last
 	} else if e := a.auditOpenErr.Load(); e != nil {
 		st.AuditLog.LastError = *e
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"strings"
+	"time"
 
 	"github.com/ztcn/ztcn/internal/dataplane"
 	"github.com/ztcn/ztcn/internal/identity"
@@ -16,14 +17,24 @@ func (a *Agent) audit(e *telemetry.AuditEvent) {
 	if e == nil {
 		return
 	}
-	if a.auditLog == nil {
-		a.auditUnwritten.Add(1)
-		return
-	}
 	if e.Node == "" {
 		e.Node = a.cfg.Agent.NodeName
 	}
-	a.auditLog.Write(*e)
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	a.auditMu.Lock()
+	defer a.auditMu.Unlock()
+	switch {
+	case a.auditLog != nil:
+		a.auditLog.Write(*e)
+	case !a.auditTried:
+		// Before Run opens the log (the first policy load happens in
+		// New): keep the event for it.
+		a.auditPending = append(a.auditPending, *e)
+	default:
+		a.auditUnwritten.Add(1)
+	}
 }
 
 // auditOfFlow is the audit event of a data plane event: every violation
@@ -113,6 +124,11 @@ func containsAny(s string, subs ...string) bool {
 // outage); every event it cannot write is counted, shown by `ztcn status`
 // and ztcn_audit_events_total{result="error"}, and the error is logged.
 func (a *Agent) openAuditLog() {
+	a.auditMu.Lock()
+	defer a.auditMu.Unlock()
+	a.auditTried = true
+	pending := a.auditPending
+	a.auditPending = nil
 	l, err := telemetry.OpenAuditLog(a.cfg.Telemetry.AuditLog, telemetry.AuditOptions{OnError: func(err error) {
 		a.log.Error("audit events lost (counted in ztcn_audit_events_total)", "path", a.cfg.Telemetry.AuditLog, "error", err)
 	}})
@@ -120,12 +136,18 @@ func (a *Agent) openAuditLog() {
 		msg := err.Error()
 		a.auditOpenErr.Store(&msg)
 		a.log.Error("audit log not opened; audit events will be counted as lost", "path", a.cfg.Telemetry.AuditLog, "error", err)
+		a.auditUnwritten.Add(uint64(len(pending)))
 		return
 	}
 	a.auditLog = l
+	for _, e := range pending {
+		l.Write(e)
+	}
 }
 
 func (a *Agent) closeAuditLog() {
+	a.auditMu.Lock()
+	defer a.auditMu.Unlock()
 	if a.auditLog != nil {
 		if err := a.auditLog.Close(); err != nil {
 			a.log.Error("audit log close", "error", err)

@@ -204,7 +204,7 @@ func TestStagedPolicyRecordsWouldBeDenialsThenEnforces(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		var f telemetry.Flow
 		if json.Unmarshal([]byte(line), &f) == nil && f.Source.Name == "frontend" && f.Direction == "outbound" && f.Verdict == "allow" &&
-			f.StagedVerdict == "deny" && strings.Contains(f.StagedRule, "policy.yaml:16:") && strings.Contains(f.StagedRule, "[audit]") {
+			f.StagedVerdict == "deny" && strings.Contains(f.StagedRule, "policy.yaml:18:9: [audit] deny app:frontend -> app:backend") {
 			found = true
 		}
 	}
@@ -213,7 +213,7 @@ func TestStagedPolicyRecordsWouldBeDenialsThenEnforces(t *testing.T) {
 	}
 	audit := readAudit(t, filepath.Join(filepath.Dir(u.status().Nodes[0].AgentLog), "audit.log"))
 	wouldBe := byAction(audit, telemetry.ActionWouldBeViolation)
-	if len(wouldBe) == 0 || !strings.Contains(wouldBe[0].Ztcn.StagedRule+wouldBe[0].Rule.Name, "policy.yaml:16:") || wouldBe[0].Ztcn.Enforced == nil || *wouldBe[0].Ztcn.Enforced {
+	if len(wouldBe) == 0 || !strings.Contains(wouldBe[0].Ztcn.StagedRule+wouldBe[0].Rule.Name, "policy.yaml:18:9") || wouldBe[0].Ztcn.Enforced == nil || *wouldBe[0].Ztcn.Enforced {
 		t.Fatalf("would-be violation not audited with the staged rule: %+v", wouldBe)
 	}
 	if rs := u.status(); rs.Events["staged_verdict"] == 0 {
@@ -275,4 +275,71 @@ func TestAuditDiskFullKeepsEnforcing(t *testing.T) {
 	if !strings.Contains(n.logs.String(), "audit events lost") {
 		t.Error("the agent log does not report the lost audit events")
 	}
+}
+
+// TestAuditModeThenSuggestThenEnforce is the path to least privilege: run
+// in audit mode with no policy (everything flows, everything is recorded),
+// ask `ztcn policy suggest` for a policy from the recorded flows, enforce
+// it: the observed traffic still flows and nothing else does.
+func TestAuditModeThenSuggestThenEnforce(t *testing.T) {
+	requireRoot(t, "curl", "go")
+	ztcnBinary(t)
+	src := t.TempDir()
+	pods, err := os.ReadFile("../../examples/quickstart/pods.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{
+		"pods.yaml":    string(pods),
+		"policy.yaml":  "policies: []\n",
+		"runtime.toml": "[policy]\nmode = \"audit\"\n",
+	} {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := startUp(t, src)
+	// Everything flows in audit mode, even with an empty policy.
+	u.allowed("frontend", "http://backend/", "hello from backend")
+	u.allowed("frontend", "http://metrics:9100/", "hello from metrics")
+	u.allowed("frontend", "http://backend/", "hello from backend")
+	if rs := u.status(); rs.Mode != "audit" {
+		t.Fatalf("mode = %q", rs.Mode)
+	}
+	flows, err := u.ztcn("flows", "--run", u.run, "-o", "json")
+	if err != nil {
+		t.Fatalf("ztcn flows: %v\n%s", err, flows)
+	}
+	flowsFile := filepath.Join(t.TempDir(), "flows.jsonl")
+	if err := os.WriteFile(flowsFile, []byte(flows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ztcnBin, "policy", "suggest", "--from", flowsFile)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	suggested, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ztcn policy suggest: %v\n%s", err, stderr.String())
+	}
+	t.Logf("suggested policy:\n%s\n%s", suggested, stderr.String())
+	if _, err := u.ztcn("down", "--run", u.run); err != nil {
+		t.Fatal(err)
+	}
+
+	enforce := t.TempDir()
+	for name, data := range map[string]string{"pods.yaml": string(pods), "policy.yaml": string(suggested)} {
+		if err := os.WriteFile(filepath.Join(enforce, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := startUp(t, enforce)
+	if rs := v.status(); rs.Mode != "strict" {
+		t.Fatalf("mode = %q", rs.Mode)
+	}
+	v.allowed("frontend", "http://backend/", "hello from backend")
+	v.allowed("frontend", "http://metrics:9100/", "hello from metrics")
+	v.denied("batch", "http://backend/")
+	v.denied("backend", "http://frontend:8080/")
+	v.denied("frontend", "http://backend:8080/")
+	v.denied("backend", "http://metrics:9100/")
 }

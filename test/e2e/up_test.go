@@ -188,6 +188,44 @@ func TestUpQuickstart(t *testing.T) {
 			t.Fatalf("status text lacks the verdicts:\n%s", text)
 		}
 	})
+	t.Run("ztcn flows says why each call was denied", func(t *testing.T) {
+		out, err := u.ztcn("flows", "--run", u.run, "--verdict", "deny", "--pod", "batch")
+		if err != nil || !strings.Contains(out, "DENY") || !strings.Contains(out, "shop/batch") || !strings.Contains(out, "no rule allows egress from the source") {
+			t.Fatalf("ztcn flows --verdict deny --pod batch: %v\n%s", err, out)
+		}
+		if strings.Contains(out, "shop/frontend (") {
+			t.Fatalf("--pod batch shows another pod's flows:\n%s", out)
+		}
+		allowed, _ := u.ztcn("flows", "--run", u.run, "--verdict", "allow", "--pod", "frontend")
+		if !strings.Contains(allowed, "policy.yaml:7:9: app:frontend -> app:backend") {
+			t.Fatalf("allowed flows do not name their rule:\n%s", allowed)
+		}
+		follow := exec.Command(ztcnBin, "flows", "--run", u.run, "--follow", "--verdict", "deny")
+		var buf lockedBuffer
+		follow.Stdout = &buf
+		if err := follow.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = follow.Process.Kill(); _ = follow.Wait() }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(buf.String(), "shop/backend (") {
+			_, _ = u.get("backend", "http://frontend:8080/")
+			if time.Now().After(deadline) {
+				t.Fatalf("--follow printed no new denial:\n%s", buf.String())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	t.Run("status tells where each agent serves metrics", func(t *testing.T) {
+		rs := u.status()
+		if !strings.HasPrefix(rs.Nodes[0].MetricsURL, "http://127.0.0.1:") || !strings.HasSuffix(rs.Nodes[0].MetricsURL, "/metrics") {
+			t.Fatalf("metrics_url = %q", rs.Nodes[0].MetricsURL)
+		}
+		out, err := exec.Command("curl", "-sS", rs.Nodes[0].MetricsURL).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `ztcn_pods_attached 3`) {
+			t.Fatalf("scraping %s: %v\n%.400s", rs.Nodes[0].MetricsURL, err, out)
+		}
+	})
 	t.Run("logs show the backend's own log", func(t *testing.T) {
 		out, err := u.ztcn("logs", "--run", u.run, "backend")
 		if err != nil || !strings.Contains(out, "GET / from "+ips["frontend"]) {
