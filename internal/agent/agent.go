@@ -82,7 +82,7 @@ type Agent struct {
 	auditMu      sync.Mutex
 	auditTried   bool
 	auditPending []telemetry.AuditEvent
-	auditOpenErr   atomic.Pointer[string]
+	auditOpenErr atomic.Pointer[string]
 }
 
 // New builds an agent and loads its CA. A CA that cannot be loaded is an
