@@ -21,7 +21,7 @@ var errSilent = errors.New("")
 func newPolicyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Lint, test, explain and import network policy: the CI gate",
+		Short: "Lint, test, explain, import and suggest network policy: the CI gate",
 	}
 	cmd.AddCommand(newPolicyLintCommand(), newPolicyTestCommand(), newPolicyExplainCommand(), newPolicyMatrixCommand(), newPolicyImportCommand())
 	cmd.AddCommand(newPolicySuggestCommand())

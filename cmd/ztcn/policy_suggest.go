@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -16,7 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ztcn/ztcn/internal/config"
+	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/suggest"
+	"github.com/ztcn/ztcn/internal/telemetry"
 )
 
 func newPolicySuggestCommand() *cobra.Command {
@@ -127,42 +126,16 @@ func readFlowFile(stdin io.Reader, path string, obs *suggest.Observed) error {
 // maxAgentFlows bounds the answer read from the agent: its flow table is
 // bounded (a few thousand flows of a few hundred bytes), so anything this
 // large is not a flow table.
-const maxAgentFlows = 256 << 20
-
-// readAgentFlows asks the agent at socket for its flow table (GET
-// /v1/flows, a JSON array of telemetry.Flow). The namespace filter is not
-// passed on: every observed workload is needed to check that a selector
-// matches no other.
+// readAgentFlows asks the agent at socket for its flow table. The
+// namespace filter is not passed on: every observed workload is needed to
+// check that a selector matches no other.
 func readAgentFlows(ctx context.Context, socket string, obs *suggest.Observed) error {
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}
-	defer client.CloseIdleConnections()
-	// The host part is ignored: the transport always dials the socket.
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ztcn-agent/v1/flows", nil)
+	flows, err := control.NewClient(socket).Flows(ctx, telemetry.FlowFilter{})
 	if err != nil {
 		return err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("agent control socket %s: %w", socket, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := resp.Status
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		return fmt.Errorf("agent control socket %s: GET /v1/flows: %s", socket, msg)
-	}
-	return obs.Read("agent "+socket, io.LimitReader(resp.Body, maxAgentFlows))
+	obs.Add(flows...)
+	return nil
 }
 
 // notEvidence says what was read but not used, e.g. "1 denied and
