@@ -10,7 +10,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 # Package patterns for the default suite; long benchmarks live in bench/.
 PKGS        ?= ./...
 
-.PHONY: all build test lint vet staticcheck bench conformance fmt clean
+.PHONY: all build test lint vet staticcheck bench bench-quick bench-go conformance fmt clean
 
 all: build
 
@@ -32,8 +32,17 @@ lint: vet staticcheck
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
-# Go benchmarks of the hot paths, each beside its baseline.
+# The benchmark harness (bench/): ztcn against raw TCP, stunnel and a Go
+# TLS proxy pair between two pod namespaces, as a table of ratios and
+# bench/results.json. Needs root and stunnel4. bench-quick: < 2 minutes.
 bench:
+	$(GO) run ./bench
+
+bench-quick:
+	$(GO) run ./bench --quick --json bench/results-quick.json
+
+# Go benchmarks of the hot paths, each beside its baseline.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
 
 # Kubernetes NetworkPolicy conformance (../shared/testdata/netpol), with

@@ -114,6 +114,11 @@ func (a *Agent) watchIdentities(ctx context.Context) {
 			a.metrics.CertificateIssued("start")
 		case identity.EventRotated:
 			a.metrics.CertificateIssued("rotation")
+			if a.dp != nil {
+				// Pooled connections made with the old SVID drain;
+				// new streams handshake with the new one.
+				a.dp.Rotated(e.UID)
+			}
 		}
 		a.audit(auditOfIdentity(e, a.cfg.Agent.NodeName))
 	}

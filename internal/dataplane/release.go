@@ -27,3 +27,9 @@ func (dp *DataPlane) Release() error {
 	dp.flowsMu.Unlock()
 	return dp.pool.Close()
 }
+
+// Rotated drains the pooled connections a pod opened with its previous
+// SVID: no new stream goes on them, and each closes when its last stream
+// ends. New connections use the current SVID. Call it when the pod's
+// identity is re-issued or revoked.
+func (dp *DataPlane) Rotated(uid string) { dp.pool.Rotate(uid) }
