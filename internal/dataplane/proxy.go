@@ -77,6 +77,11 @@ func (p *podProxy) authorizeHBONE(_ context.Context, req *hbone.Request) (hbone.
 	if req.Target.Addr() != p.pod.IP {
 		return nil, hbone.ErrForeignTarget
 	}
+	// The agent's own ports in the pod are not the application's: a
+	// CONNECT to them would tunnel into the agent itself.
+	if port := req.Target.Port(); port >= redirect.AgentPortsFirst && port <= redirect.AgentPortsLast {
+		return nil, hbone.ErrForeignTarget
+	}
 	src := req.ForwardedFor
 	if !src.IsValid() {
 		src = req.Remote

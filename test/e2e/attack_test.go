@@ -20,6 +20,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ztcn/ztcn/internal/dataplane"
 	"github.com/ztcn/ztcn/internal/dataplane/hbone"
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/netns"
@@ -109,10 +110,10 @@ func TestWireCarriesTLSAndNoPlaintext(t *testing.T) {
 	t.Logf("captured %d bytes on the frontend's veth: TLS records, no plaintext", len(wire))
 }
 
-// TestHBONEListenerRefusesAttackers presents every kind of bad client to a
+// TestAttackHBONEListener presents every kind of bad client to a
 // pod's HBONE port with OpenSSL, and policy-denied or foreign-target
 // CONNECTs with a real HBONE client.
-func TestHBONEListenerRefusesAttackers(t *testing.T) {
+func TestAttackHBONEListener(t *testing.T) {
 	requireRoot(t, "openssl")
 	m := newMesh(t, shopPolicy)
 	m.addPod("frontend", 2, map[string]string{"app": "frontend"})
@@ -165,7 +166,9 @@ func TestHBONEListenerRefusesAttackers(t *testing.T) {
 		cmd.Stdin = pr
 		go func() {
 			_, _ = pw.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
-			time.Sleep(500 * time.Millisecond)
+			// Generous: on a loaded machine the alert for a missing
+			// certificate can come well after the preface.
+			time.Sleep(1500 * time.Millisecond)
 			pw.Close()
 		}()
 		out, _ := cmd.CombinedOutput()
@@ -181,10 +184,11 @@ func TestHBONEListenerRefusesAttackers(t *testing.T) {
 		{"a revoked SVID", writeSVID("revoked", revoked)},
 	} {
 		t.Run(tc.name+" is refused", func(t *testing.T) {
+			before := len(m.eventsOf(dataplane.EventHandshakeFailed))
 			out := handshake(tc.args)
-			if !strings.Contains(out, "alert") {
-				t.Fatalf("handshake was not refused:\n%s", out)
-			}
+			refused := strings.Contains(out, "alert")
+			reported := len(m.eventsOf(dataplane.EventHandshakeFailed)) > before
+			secRow(t, "HBONE client with "+tc.name, "TLS handshake refused, reported", fmt.Sprintf("alert=%v reported=%v", refused, reported), refused && reported)
 		})
 	}
 	t.Run("a valid SVID completes the handshake (control)", func(t *testing.T) {
@@ -227,16 +231,22 @@ func TestHBONEListenerRefusesAttackers(t *testing.T) {
 		return 0
 	}
 	t.Run("a valid SVID that policy denies gets a refused CONNECT", func(t *testing.T) {
-		if err := connect(otherSVID, netip.AddrPortFrom(backend.ip, 8080)); statusOf(err) != 401 {
-			t.Fatalf("err = %v, want 401", err)
-		}
+		err := connect(otherSVID, netip.AddrPortFrom(backend.ip, 8080))
+		secRow(t, "valid SVID whose identity policy denies", "CONNECT refused 401", fmt.Sprintf("status %d", statusOf(err)), statusOf(err) == 401)
 	})
 	t.Run("a CONNECT to an address that is not the pod's is refused", func(t *testing.T) {
-		if err := connect(valid, netip.AddrPortFrom(m.pods["frontend"].ip, 8080)); statusOf(err) != 400 {
-			t.Fatalf("err = %v, want 400", err)
-		}
-		if err := connect(valid, netip.MustParseAddrPort("127.0.0.1:8080")); statusOf(err) != 400 {
-			t.Fatalf("loopback target: err = %v, want 400", err)
+		for _, tc := range []struct {
+			what   string
+			target netip.AddrPort
+		}{
+			{"CONNECT to another pod's address (SSRF through the tunnel)", netip.AddrPortFrom(m.pods["frontend"].ip, 8080)},
+			{"CONNECT to loopback", netip.MustParseAddrPort("127.0.0.1:8080")},
+			{"CONNECT to the agent's HBONE port", netip.AddrPortFrom(backend.ip, 15008)},
+			{"CONNECT to the agent's outbound port", netip.AddrPortFrom(backend.ip, 15001)},
+			{"CONNECT to the agent's plaintext port", netip.AddrPortFrom(backend.ip, 15006)},
+		} {
+			err := connect(valid, tc.target)
+			secRow(t, tc.what, "CONNECT refused 400", fmt.Sprintf("status %d", statusOf(err)), statusOf(err) == 400)
 		}
 	})
 	t.Run("an allowed CONNECT succeeds (control)", func(t *testing.T) {

@@ -11,6 +11,11 @@ const (
 	// InboundPlaintextPort is where inbound TCP that is not HBONE lands:
 	// the agent listens on :15006 inside the pod.
 	InboundPlaintextPort = 15006
+	// AgentPortsFirst and AgentPortsLast bound the ports the agent may use
+	// inside a pod; workloads must not listen there (ztcn up refuses pod
+	// ports in this range), and HBONE never tunnels to them.
+	AgentPortsFirst = 15000
+	AgentPortsLast  = 15099
 	// InboundHBONEPort is the HBONE (mTLS + HTTP/2 CONNECT) listener on the
 	// pod's IP. It is the only inbound port not redirected.
 	InboundHBONEPort = 15008
