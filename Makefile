@@ -10,7 +10,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 # Package patterns for the default suite; long benchmarks live in bench/.
 PKGS        ?= ./...
 
-.PHONY: all build test lint vet staticcheck bench bench-quick bench-go conformance fmt clean
+.PHONY: all build test lint vet staticcheck bench bench-quick bench-go conformance security fmt clean
 
 all: build
 
@@ -49,6 +49,11 @@ bench-go:
 # the number of agreeing pairs and queries printed. Also part of `make test`.
 conformance:
 	$(GO) test -count=1 -run 'Conformance' -v ./internal/policy/ | grep -E 'agree|^(ok|FAIL|---)'
+
+# The attack and fault suites (tests named Attack* and Fault*, real
+# namespaces, root) as a table: attack/fault -> expected -> seen.
+security:
+	$(GO) test -json -count=1 -timeout 15m -run 'Attack|Fault' $(PKGS) | $(GO) run ./test/securityreport
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

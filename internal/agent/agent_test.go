@@ -162,8 +162,9 @@ func TestAgentWithOnlyARootMakesItsOwnNodeCA(t *testing.T) {
 	}
 }
 
-func TestAgentRefusesToStartWithoutCA(t *testing.T) {
+func TestFaultAgentWithoutCA(t *testing.T) {
 	_, err := New(Options{Config: testConfig(t), Logger: quietLogger()})
+	t.Logf("SECURITY\tCA files missing at start\tagent refuses to start, naming the file\t%v\t%v", err, err != nil && strings.Contains(err.Error(), "root.crt"))
 	if err == nil || !strings.Contains(err.Error(), "root.crt") {
 		t.Fatalf("err = %v, want it to name the missing root.crt", err)
 	}
@@ -220,7 +221,7 @@ func TestWorkloadFetchesItsSVIDFromTheAgent(t *testing.T) {
 	}
 }
 
-func TestAgentReloadsPolicyLiveAndKeepsTheLastGoodOne(t *testing.T) {
+func TestFaultBadPolicyKeepsTheLastGoodOne(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Policy.ConfigPath = filepath.Join(t.TempDir(), "policy.yaml")
 	write := func(content string) {
@@ -246,7 +247,9 @@ func TestAgentReloadsPolicyLiveAndKeepsTheLastGoodOne(t *testing.T) {
 	waitFor(t, func() bool { return a.Policy().Version == 2 })
 	write("policies: [ broken")
 	time.Sleep(500 * time.Millisecond)
-	if v := a.Policy().Version; v != 2 {
+	v := a.Policy().Version
+	t.Logf("SECURITY\thalf-written policy file\tlast good policy stays in force\tversion %d in force\t%v", v, v == 2)
+	if v != 2 {
 		t.Fatalf("a broken file replaced the policy: version %d", v)
 	}
 }

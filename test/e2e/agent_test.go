@@ -33,8 +33,13 @@ var (
 	buildErr  error
 )
 
-// TestMain removes the binary ztcnBinary built.
+// TestMain removes the binary ztcnBinary built. Run with ZTCN_E2E_ROLE
+// set, the test binary plays a process inside a pod instead (see
+// podProcessRole).
 func TestMain(m *testing.M) {
+	if role := os.Getenv("ZTCN_E2E_ROLE"); role != "" {
+		os.Exit(podProcessRole(role))
+	}
 	code := m.Run()
 	if ztcnBin != "" {
 		os.RemoveAll(filepath.Dir(ztcnBin))
@@ -235,11 +240,11 @@ func (n *agentNode) waitFor(what string, cond func(control.Status) bool) control
 	}
 }
 
-// TestAgentFailsClosedWhenKilledAndReattachesOnRestart runs the real agent
+// TestFaultAgentKilled runs the real agent
 // binary: pods registered over its control socket talk through it; when it
 // is SIGKILLed their traffic is refused, not let through in plaintext; a
 // new agent re-attaches them from the state dir without touching the pods.
-func TestAgentFailsClosedWhenKilledAndReattachesOnRestart(t *testing.T) {
+func TestFaultAgentKilled(t *testing.T) {
 	n := newAgentNode(t, shopPolicy)
 	frontend := n.addPod("frontend", 2, map[string]string{"app": "frontend"})
 	backend := n.addPod("backend", 3, map[string]string{"app": "backend"})
@@ -285,6 +290,7 @@ func TestAgentFailsClosedWhenKilledAndReattachesOnRestart(t *testing.T) {
 	t.Run("SIGKILL blocks the pods' traffic", func(t *testing.T) {
 		n.kill(syscall.SIGKILL)
 		blocked(t, "agent killed")
+		secRow(t, "agent SIGKILLed while pods run", "pods' traffic refused, nothing in plaintext", "curl and plaintext refused, app saw nothing", !t.Failed())
 	})
 	t.Run("a restarted agent re-attaches the pods from its state dir", func(t *testing.T) {
 		n.start()
@@ -300,9 +306,8 @@ func TestAgentFailsClosedWhenKilledAndReattachesOnRestart(t *testing.T) {
 			return true
 		})
 		reachable(t)
-		if !strings.Contains(n.logs.String(), "pod re-attached from the state dir") {
-			t.Error("agent log does not say the pods were re-attached")
-		}
+		reattached := strings.Contains(n.logs.String(), "pod re-attached from the state dir")
+		secRow(t, "agent restarted after SIGKILL", "pods re-attached from the state dir, traffic resumes", fmt.Sprintf("reachable, re-attached %v", reattached), reattached)
 	})
 	t.Run("a hand-deleted rule table is detected, never fails open, and is repaired", func(t *testing.T) {
 		conn, err := nftables.New(nftables.WithNetNSFd(backend.NS.Fd()))

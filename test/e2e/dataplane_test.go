@@ -303,9 +303,9 @@ func TestPolicyReloadClosesANowDeniedConnection(t *testing.T) {
 	}
 }
 
-// TestRevokedSourceIsRefusedAtTheDestination: a stopped workload's SVID is
+// TestAttackRevokedSource: a stopped workload's SVID is
 // refused by the destination's HBONE server at once.
-func TestRevokedSourceIsRefusedAtTheDestination(t *testing.T) {
+func TestAttackRevokedSource(t *testing.T) {
 	m := newMesh(t, shopPolicy)
 	frontend := m.addPod("frontend", 2, map[string]string{"app": "frontend"})
 	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
@@ -317,7 +317,9 @@ func TestRevokedSourceIsRefusedAtTheDestination(t *testing.T) {
 		t.Fatalf("before revocation: %v %s", err, out)
 	}
 	m.revoked.Revoke(frontend.svid.Leaf())
-	if out, err := frontend.curl(t, url); err == nil {
+	out, err := frontend.curl(t, url)
+	secRow(t, "revoked SVID reusing its pooled HBONE connection", "new stream refused", fmt.Sprintf("curl error %v", err != nil), err != nil)
+	if err == nil {
 		t.Fatalf("revoked source got an answer over its pooled connection: %s", out)
 	}
 	found := false

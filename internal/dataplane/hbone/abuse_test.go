@@ -440,12 +440,14 @@ func TestAbuseRapidReset(t *testing.T) {
 	select {
 	case <-a.done:
 	case <-time.After(5 * time.Second):
-		t.Fatalf("the server still serves the connection after %d reset streams in %s", sent, elapsed.Round(time.Millisecond))
+		t.Errorf("the server still serves the connection after %d reset streams in %s", sent, elapsed.Round(time.Millisecond))
+		a.conn.Close()
+		<-a.done
 	}
 	maxG, maxStreams := smp.finish()
 	legit.finish(t)
 	_, _, goAway := a.counts(0, 0)
-	t.Logf("attacker: %d streams opened and reset in %s (%.0f/s), connection closed (GOAWAY %v, %v); %d connections to the application; at most %d handlers and %d goroutines over the baseline at once",
+	t.Logf("attacker: %d streams opened and reset in %s (%.0f/s), connection ended (GOAWAY %v, %v); %d connections to the application; at most %d handlers and %d goroutines over the baseline at once",
 		sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), goAway, a.readErr, appConns.Load()-appBefore, maxStreams, maxG-base)
 	if maxStreams > 2*maxStreamsPerConn {
 		t.Errorf("%d handlers at once, want at most %d", maxStreams, 2*maxStreamsPerConn)
@@ -547,9 +549,10 @@ func TestAbuseOversizedHeaders(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "a refusal", func() bool {
+		waitFor(t, "an answer", func() bool {
 			n431, _, _ := a.counts(431, 0)
-			return a.closed() || n431 > 0
+			n200, _, _ := a.counts(200, 0)
+			return a.closed() || n431+n200 > 0
 		})
 		ok, _, goAway := a.counts(200, 0)
 		t.Logf("GOAWAY %v, closed %v, 200s %d", goAway, a.closed(), ok)
