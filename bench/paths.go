@@ -375,4 +375,3 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	i := int(p * float64(len(s)-1))
 	return s[i]
 }
-

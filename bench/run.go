@@ -110,7 +110,7 @@ func runPaths(o options, res *Results) error {
 }
 
 type pathSamples struct {
-	bps, cpu    []float64
+	bps, cpu     []float64
 	rr, nc, cold []time.Duration
 }
 
