@@ -84,6 +84,32 @@ func newDemoCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(httpCmd, getCmd, idleCmd)
+	var echoPort int
+	echoCmd := &cobra.Command{
+		Use:   "echo --port N",
+		Short: "Echo every byte back on TCP :N (for load tests)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", echoPort))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() { <-ctx.Done(); ln.Close() }()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+			}
+		},
+	}
+	echoCmd.Flags().IntVar(&echoPort, "port", 7000, "port to listen on")
+	cmd.AddCommand(httpCmd, getCmd, idleCmd, echoCmd)
 	return cmd
 }

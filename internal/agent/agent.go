@@ -318,6 +318,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.startedAt = time.Now()
+	if a.dp != nil {
+		a.log.Info("file descriptor limit", "nofile", raiseFileLimit())
+	}
 
 	if err := a.bundles.WatchFederation(ctx, a.federation, a.cfg.Identity.BundleRefresh, func(err error) {
 		a.log.Error("federated bundle not reloaded; the last good bundle stays in force", "error", err)

@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -40,9 +41,9 @@ func TestVerifierReturnsVerifiedIdentityAndClaims(t *testing.T) {
 	}
 }
 
-// TestVerifierRefusesAttacks lists every way a peer might try to pass with
+// TestAttackVerifier lists every way a peer might try to pass with
 // a certificate it should not be trusted for.
-func TestVerifierRefusesAttacks(t *testing.T) {
+func TestAttackVerifier(t *testing.T) {
 	pki := newTestPKI(t, "cluster.local")
 	foreignRoot := newTestPKI(t, "cluster.local") // same name, different root
 	otherTD := newTestPKI(t, "other.org")
@@ -71,11 +72,22 @@ func TestVerifierRefusesAttacks(t *testing.T) {
 		{"leaf without digitalSignature is refused", []*x509.Certificate{signLeaf(t, pki.node, "spiffe://cluster.local/x", x509.KeyUsageKeyEncipherment, false), pki.node.Certificate()}, x509.ExtKeyUsageClientAuth, "digitalSignature"},
 		{"leaf with a trust-domain-only ID is refused", []*x509.Certificate{signLeaf(t, pki.node, "spiffe://cluster.local", x509.KeyUsageDigitalSignature, false), pki.node.Certificate()}, x509.ExtKeyUsageClientAuth, "no path"},
 		{"empty chain is refused", nil, x509.ExtKeyUsageClientAuth, "no certificate"},
+		{"SVID with two URI SANs is refused", signTemplate(t, pki.node, "spiffe://cluster.local/ns/a/sa/b", func(c *x509.Certificate) {
+			c.URIs = append(c.URIs, &url.URL{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/kube-system/sa/admin"})
+		}).Certificates, x509.ExtKeyUsageClientAuth, "URI"},
+		{"SVID whose URI SAN has another scheme is refused", signTemplate(t, pki.node, "spiffe://cluster.local/ns/a/sa/b", func(c *x509.Certificate) {
+			c.URIs = []*url.URL{{Scheme: "https", Host: "cluster.local", Path: "/ns/a/sa/b"}}
+		}).Certificates, x509.ExtKeyUsageClientAuth, "scheme"},
+		{"SVID whose path tries dot segments is refused", signTemplate(t, pki.node, "spiffe://cluster.local/ns/a/sa/b", func(c *x509.Certificate) {
+			c.URIs = []*url.URL{{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/a/sa/../../../ns/kube-system/sa/admin"}}
+		}).Certificates, x509.ExtKeyUsageClientAuth, "segment"},
+		{"leaf used as a CA (signing another leaf) is refused", leafSignedByLeaf(t, pki), x509.ExtKeyUsageClientAuth, ""},
 	}
 	v := pki.verifier()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			peer, err := v.Verify(rawChain(tc.chain), tc.usage)
+			t.Logf("SECURITY\tpeer certificate: %s\trefused by the verifier\t%v\t%v", strings.TrimSuffix(tc.name, " is refused"), err, err != nil && strings.Contains(err.Error(), tc.want))
 			if err == nil {
 				t.Fatalf("verified as %s", peer.ID)
 			}
@@ -268,4 +280,32 @@ func TestStillValidEndsTrustInLongLivedConnections(t *testing.T) {
 			t.Fatal("peer under a revoked node CA still valid")
 		}
 	})
+}
+
+// leafSignedByLeaf is a chain in which a valid workload leaf signed another
+// leaf with its own key, as an attacker holding one workload's key would
+// try, to mint any identity.
+func leafSignedByLeaf(t *testing.T, pki *testPKI) []*x509.Certificate {
+	t.Helper()
+	victim := pki.issue(t, "/ns/a/sa/b", nil)
+	key, err := generateKey(KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		URIs:         []*url.URL{{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/kube-system/sa/admin"}},
+		NotBefore:    time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, victim.Leaf(), key.Public(), victim.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]*x509.Certificate{forged}, victim.Certificates...)
 }
