@@ -308,6 +308,15 @@ func (l *legitClient) roundTrip(e *env) error {
 // other connections.
 func (l *legitClient) finish(t *testing.T) {
 	t.Helper()
+	// A few round trips at least, should the attack have ended early.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		l.mu.Lock()
+		n := len(l.lat) + len(l.errs)
+		l.mu.Unlock()
+		if n >= 3 {
+			break
+		}
+	}
 	close(l.stop)
 	l.wg.Wait()
 	l.mu.Lock()
@@ -418,6 +427,8 @@ func TestAbuseRapidReset(t *testing.T) {
 	const batch = 100
 	sent := 0
 	start := time.Now()
+	closedAfter := make(chan time.Duration, 1)
+	go func() { <-a.done; closedAfter <- time.Since(start) }()
 	for time.Since(start) < 5*time.Second && !a.closed() {
 		err := a.send(func(fr *http2.Framer) error {
 			for range batch {
@@ -437,8 +448,9 @@ func TestAbuseRapidReset(t *testing.T) {
 		sent += batch
 	}
 	elapsed := time.Since(start)
+	var closed time.Duration
 	select {
-	case <-a.done:
+	case closed = <-closedAfter:
 	case <-time.After(5 * time.Second):
 		t.Errorf("the server still serves the connection after %d reset streams in %s", sent, elapsed.Round(time.Millisecond))
 		a.conn.Close()
@@ -447,8 +459,11 @@ func TestAbuseRapidReset(t *testing.T) {
 	maxG, maxStreams := smp.finish()
 	legit.finish(t)
 	_, _, goAway := a.counts(0, 0)
-	t.Logf("attacker: %d streams opened and reset in %s (%.0f/s), connection ended (GOAWAY %v, %v); %d connections to the application; at most %d handlers and %d goroutines over the baseline at once",
-		sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), goAway, a.readErr, appConns.Load()-appBefore, maxStreams, maxG-base)
+	t.Logf("attacker: %d streams opened and reset in %s (%.0f/s); server closed the connection after %s (GOAWAY %v, %v); %d connections to the application; at most %d handlers and %d goroutines over the baseline at once",
+		sent, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds(), closed.Round(time.Millisecond), goAway, a.readErr, appConns.Load()-appBefore, maxStreams, maxG-base)
+	if closed > 5*time.Second {
+		t.Errorf("the server closed the connection only after %s", closed.Round(time.Millisecond))
+	}
 	if maxStreams > 2*maxStreamsPerConn {
 		t.Errorf("%d handlers at once, want at most %d", maxStreams, 2*maxStreamsPerConn)
 	}
@@ -503,7 +518,7 @@ func TestAbuseStreamFlood(t *testing.T) {
 
 	a.mu.Lock()
 	advertised := a.settings[http2.SettingMaxConcurrentStreams]
-	resets := maps(a.resets)
+	resets := resetCodes(a.resets)
 	a.mu.Unlock()
 	answered, _, _ := a.counts(200, 0)
 	t.Logf("server advertises %d streams; %d answered 200, %d more reset %v; at most %d handlers, %d goroutines over the baseline; heap +%.1f MiB",
@@ -527,7 +542,8 @@ func TestAbuseStreamFlood(t *testing.T) {
 	backToBaseline(t, base)
 }
 
-func maps(m map[http2.ErrCode]int) string {
+// resetCodes formats RST_STREAM counts by code, e.g. "PROTOCOL_ERROR×2000".
+func resetCodes(m map[http2.ErrCode]int) string {
 	var parts []string
 	for k, v := range m {
 		parts = append(parts, k.String()+"×"+strconv.Itoa(v))
@@ -600,7 +616,7 @@ func TestAbuseOversizedHeaders(t *testing.T) {
 		heapAfter := heapInuse()
 		legit.finish(t)
 		_, _, goAway := a.counts(0, 0)
-		t.Logf("connection closed (GOAWAY %v) after the client wrote %d KiB of header block; heap +%.1f MiB",
+		t.Logf("connection closed (GOAWAY %v) once the client had written %d KiB of header block (most of it into socket buffers); heap +%.1f MiB",
 			goAway, sent>>10, float64(int64(heapAfter)-int64(heapBefore))/mib)
 		if sent >= limit {
 			t.Errorf("the server read a %d MiB header block", sent/mib)
@@ -653,9 +669,12 @@ func TestAbuseOversizedHeaders(t *testing.T) {
 // closed after a timeout, goroutines and file descriptors stay bounded,
 // and a valid client connects meanwhile.
 func TestAbuseSlowConnections(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	// Short, but not so short that a loaded machine under -race fails
+	// honest handshakes.
+	const timeout = time.Second
 	e := newEnv(t, withServerConfig(func(sc *ServerConfig) {
 		sc.HandshakeTimeout = timeout
+		sc.ConnIdleTimeout = timeout
 	}))
 	// The env's pool connects during the attack, not before.
 	time.Sleep(20 * time.Millisecond)
@@ -700,6 +719,14 @@ func TestAbuseSlowConnections(t *testing.T) {
 		{name: "preface, no SETTINGS", n: 16, open: tlsConn(func(c net.Conn) error {
 			_, err := io.WriteString(c, http2.ClientPreface)
 			return err
+		})},
+		// A client that speaks HTTP/2 and answers PINGs is alive; one that
+		// never opens a stream is still not kept for ever.
+		{name: "HTTP/2, no stream", n: 16, open: tlsConn(func(c net.Conn) error {
+			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+				return err
+			}
+			return http2.NewFramer(c, nil).WriteSettings()
 		})},
 	}
 	var wg sync.WaitGroup

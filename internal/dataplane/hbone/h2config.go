@@ -42,9 +42,25 @@ const (
 	// for 20 s. HTTP/2 flow control stops writes long before the socket
 	// fills, so a stuck socket means a dead or wedged peer.
 	writeByteTimeout = 20 * time.Second
+	// maxHeaderBytes bounds a request's header list (SETTINGS_MAX_HEADER_
+	// LIST_SIZE, plus x/net's allowance of 32 bytes for 10 fields): 16 KiB.
+	// A CONNECT needs a few hundred bytes. x/net's default, net/http's
+	// 1 MiB, let one client make the server hold 100 MiB per connection:
+	// 100 streams, each a 1 MiB header the handler keeps while it pumps.
+	// It is also the budget of the CONTINUATION flood (CVE-2024-27316):
+	// x/net closes the connection once a header block overruns it.
+	maxHeaderBytes = 16 << 10
 )
 
-// newH2Server is the HTTP/2 server of every HBONE connection.
+// newH2Server is the HTTP/2 server of every HBONE connection. Against
+// abuse (abuse_test.go) the limits are: MaxConcurrentStreams (100 streams
+// and as many handlers per connection; x/net refuses more and closes a
+// connection that queues over 4× that, the first half of its rapid-reset
+// defence), the windows (what a client that sends and never reads can
+// make the server buffer: 16 MiB per connection), maxHeaderBytes (header
+// lists, the CONTINUATION flood), the PING timeouts and writeByteTimeout
+// (dead or wedged peers). The server adds the connection idle timeout, the
+// preface deadline and the early-reset limit (server.go).
 func newH2Server() *http2.Server {
 	return &http2.Server{
 		MaxConcurrentStreams:         maxStreamsPerConn,

@@ -17,9 +17,13 @@ func (s *Server) serveStream(c *serverConn, w http.ResponseWriter, r *http.Reque
 	c.streams.Add(1)
 	ev := StreamEvent{Request: Request{Peer: c.peer, Remote: c.remote}}
 	start := time.Now()
+	answered := false // the 200 reached the client
 	defer func() {
 		s.streams.Add(-1)
 		c.streams.Add(-1)
+		// Reset by the client (or the connection ended) before the answer
+		// went out: see maxEarlyResets.
+		c.streamEnded(!answered && r.Context().Err() != nil)
 		if s.cfg.OnStream != nil {
 			ev.Duration = time.Since(start)
 			s.cfg.OnStream(ev)
@@ -45,6 +49,12 @@ func (s *Server) serveStream(c *serverConn, w http.ResponseWriter, r *http.Reque
 		refuse(statusOf(err), err)
 		return
 	}
+	if err := r.Context().Err(); err != nil {
+		// Reset by the client already: no connection to the application
+		// for it, or rapid reset would turn into a flood of them.
+		refuse(http.StatusServiceUnavailable, fmt.Errorf("hbone: CONNECT %s: %w", target, err))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ConnectTimeout)
 	app, err := dial(ctx)
 	cancel()
@@ -61,6 +71,7 @@ func (s *Server) serveStream(c *serverConn, w http.ResponseWriter, r *http.Reque
 		ev.Err = err
 		return
 	}
+	answered = true
 	ev.ToApp, ev.FromApp, ev.Err = s.pump.Pipe(r.Context(), st, app)
 	if ev.Err != nil {
 		// Reset the stream (RST_STREAM) instead of ending it cleanly, so

@@ -5,6 +5,7 @@ package hbone
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -56,7 +57,11 @@ type ServerConfig struct {
 	// Authorize decides each CONNECT.
 	Authorize Authorize
 
-	// HandshakeTimeout bounds the TLS handshake (default 10 s).
+	// HandshakeTimeout bounds the time from accept to the end of the
+	// client's HTTP/2 preface, TLS handshake included (default 10 s): a
+	// client sends the preface with its last handshake message, so a peer
+	// that is slower holds a goroutine and a socket for nothing
+	// (slowloris).
 	HandshakeTimeout time.Duration
 	// ConnectTimeout bounds the DialFunc (default 10 s): the application
 	// is in the pod, so connect succeeds or is refused at once unless the
@@ -65,6 +70,12 @@ type ServerConfig struct {
 	// IdleTimeout closes a stream that moves no byte either way for this
 	// long (zero: never).
 	IdleTimeout time.Duration
+	// ConnIdleTimeout closes (GOAWAY) a connection that has carried no
+	// stream for this long (default 10 min). PINGs only prove the peer is
+	// alive; without this, a live peer could hold connections it never
+	// uses for ever. The default is twice the pool's idle release (5 min),
+	// so an agent's pool always lets go first and never races a GOAWAY.
+	ConnIdleTimeout time.Duration
 
 	// OnHandshake, if set, is called after every handshake attempt (for
 	// ztcn_tls_handshakes_total and the audit of failed handshakes).
@@ -118,6 +129,37 @@ type serverConn struct {
 	remote  netip.AddrPort
 	since   time.Time
 	streams atomic.Int64
+	// raw is the TCP connection, closed at once when the client abuses
+	// resets (see maxEarlyResets).
+	raw net.Conn
+	// earlyResets counts streams the client reset before they were
+	// answered, less one for each stream answered since, never below 0.
+	earlyResets atomic.Int64
+}
+
+// maxEarlyResets is the second half of the rapid-reset defence
+// (CVE-2023-44487). x/net runs at most MaxConcurrentStreams handlers per
+// connection and closes it when 4× that wait to start, but a client whose
+// resets are handled about as fast as it sends them never fills that
+// queue and goes on (measured on loopback: 20,000–30,000 streams/s for
+// 5–13 s or without end, and 10,000–38,000 connections to the application,
+// before x/net's queue limit tripped, when it did). A pool resets a stream
+// before its answer only when its caller gives up, at most once per open
+// stream (100 per connection); so 400 early resets not offset by answered
+// streams are abuse, and the connection is closed. Counted when a stream
+// ends, never per frame.
+const maxEarlyResets = 4 * maxStreamsPerConn
+
+// streamEnded does the early-reset accounting of one stream of c.
+func (c *serverConn) streamEnded(earlyReset bool) {
+	if earlyReset {
+		if c.earlyResets.Add(1) > maxEarlyResets {
+			c.raw.Close()
+		}
+		return
+	}
+	for n := c.earlyResets.Load(); n > 0 && !c.earlyResets.CompareAndSwap(n, n-1); n = c.earlyResets.Load() {
+	}
 }
 
 // NewServer checks cfg and fills in defaults.
@@ -131,9 +173,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}
+	if cfg.ConnIdleTimeout <= 0 {
+		cfg.ConnIdleTimeout = defaultConnIdleTimeout
+	}
+	h2 := newH2Server()
+	h2.IdleTimeout = cfg.ConnIdleTimeout
 	return &Server{
 		cfg:   cfg,
-		h2:    newH2Server(),
+		h2:    h2,
 		pump:  Pump{IdleTimeout: cfg.IdleTimeout},
 		conns: make(map[*serverConn]struct{}),
 	}, nil
@@ -141,6 +188,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 
 // defaultConnectTimeout: see ServerConfig.ConnectTimeout.
 const defaultConnectTimeout = 10 * time.Second
+
+// defaultConnIdleTimeout: see ServerConfig.ConnIdleTimeout.
+const defaultConnIdleTimeout = 2 * defaultIdleConnTimeout
 
 // ActiveStreams is the number of CONNECT streams being handled.
 func (s *Server) ActiveStreams() int { return int(s.streams.Load()) }
@@ -229,16 +279,36 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	if err != nil {
 		return
 	}
-	c := &serverConn{peer: peer, remote: remote, since: time.Now()}
-	s.track(c, true)
-	defer s.track(c, false)
 	stop := context.AfterFunc(ctx, func() { tc.Close() })
 	defer stop()
+	if readPreface(tc, start.Add(s.cfg.HandshakeTimeout)) != nil {
+		return
+	}
+	c := &serverConn{peer: peer, remote: remote, since: time.Now(), raw: raw}
+	s.track(c, true)
+	defer s.track(c, false)
 	s.h2.ServeConn(tc, &http2.ServeConnOpts{
-		Context:    ctx,
-		BaseConfig: &http.Server{ErrorLog: discardLog},
-		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(c, w, r) }),
+		Context:          ctx,
+		BaseConfig:       &http.Server{ErrorLog: discardLog, MaxHeaderBytes: maxHeaderBytes},
+		Handler:          http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(c, w, r) }),
+		SawClientPreface: true,
 	})
+}
+
+// readPreface reads the client's HTTP/2 preface by deadline. x/net would
+// wait 10 s for it, whatever HandshakeTimeout says, and that is not
+// configurable: a peer that handshakes and then stays silent (slowloris)
+// would hold its goroutines and socket that long.
+func readPreface(c net.Conn, deadline time.Time) error {
+	c.SetReadDeadline(deadline)
+	var buf [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c, buf[:]); err != nil {
+		return err
+	}
+	if string(buf[:]) != http2.ClientPreface {
+		return errors.New("hbone: no HTTP/2 preface")
+	}
+	return c.SetReadDeadline(time.Time{})
 }
 
 func (s *Server) track(c *serverConn, add bool) {
