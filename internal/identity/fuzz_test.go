@@ -475,7 +475,7 @@ func FuzzClaimsExtension(f *testing.F) {
 		}
 		ext, err := c.extension()
 		if err != nil {
-			t.Fatalf("accepted claims %+q that do not encode: %v", c, err)
+			t.Fatalf("accepted %d bytes (%d labels, %d-byte UID %q) that do not encode again: %v", len(data), len(c.Labels), len(c.WorkloadUID), fuzzShort(c.WorkloadUID), err)
 		}
 		back, err := claimsFromCert(&x509.Certificate{Extensions: []pkix.Extension{ext}})
 		if err != nil || !reflect.DeepEqual(back, c) {
@@ -486,6 +486,14 @@ func FuzzClaimsExtension(f *testing.F) {
 			t.Fatalf("the encoding of %+q is not canonical: %x then %x (%v)", c, ext.Value, again.Value, err)
 		}
 	})
+}
+
+// fuzzShort cuts s for a failure message.
+func fuzzShort(s string) string {
+	if len(s) > 16 {
+		return s[:16] + "…"
+	}
+	return s
 }
 
 // pkiLeaves are the leaves of fuzzPKIPEM.

@@ -65,10 +65,10 @@ func FuzzLoadBytesNative(f *testing.F) {
 }
 
 // FuzzLoadBytesNetworkPolicy: the same for Kubernetes NetworkPolicy
-// documents, and ImportBytes of a file that loads must succeed, load
-// again, and never allow (under isolation: all) a probe flow the input
-// does not; when no note says something was dropped, exactly the same
-// flows.
+// documents, and ImportBytes of a file that loads, with and without pod
+// CIDRs, must succeed, load again, and never allow (under isolation: all)
+// a probe flow the input does not; when no note says something was
+// dropped, exactly the same flows.
 func FuzzLoadBytesNetworkPolicy(f *testing.F) {
 	fuzzAddFiles(f, "testdata/kube")
 	for _, doc := range fuzzNetpolDocuments(f) {
@@ -94,32 +94,196 @@ func FuzzLoadBytesNetworkPolicy(f *testing.F) {
 		fuzzCheckPositions(t, data, "lint", Lint(set))
 		in := fuzzCheckCompiles(t, set, probes)
 
-		out, notes, idiags := ImportBytes(fuzzName, data)
-		if idiags.HasErrors() {
-			t.Fatalf("the import of a file that loads fails: %v", idiags)
-		}
-		dropped := false
-		for _, n := range notes {
-			dropped = dropped || n.Dropped
-			if n.Pos.File != fuzzName || n.Message == "" {
-				t.Errorf("import note without a position or a message: %#v", n)
-			}
-		}
-		outSet, odiags := LoadBytes("imported.yaml", out)
-		if odiags.HasErrors() {
-			t.Fatalf("the import does not load: %v\n%s", odiags, out)
-		}
-		outIx, err := Compile(outSet, IsolateAll)
-		if err != nil {
-			t.Fatalf("the import does not compile: %v\n%s", err, out)
-		}
+		witnesses, flows := fuzzWitnesses(set)
+		npOnly := true
 		for _, r := range set.Rules {
-			if !strings.HasPrefix(r.Origin, "NetworkPolicy ") {
-				return // native rules (denies) are not imported: no claim
+			npOnly = npOnly && strings.HasPrefix(r.Origin, "NetworkPolicy ")
+		}
+		for _, imp := range fuzzImports {
+			out, notes, idiags := ImportBytes(fuzzName, data, imp.opts...)
+			if idiags.HasErrors() {
+				t.Fatalf("%s: the import of a file that loads fails: %v", imp.name, idiags)
+			}
+			dropped := false
+			for _, n := range notes {
+				dropped = dropped || n.Dropped
+				if n.Pos.File != fuzzName || n.Message == "" {
+					t.Errorf("%s: import note without a position or a message: %#v", imp.name, n)
+				}
+			}
+			outSet, odiags := LoadBytes("imported.yaml", out)
+			if odiags.HasErrors() {
+				t.Fatalf("%s: the import does not load: %v\n%s", imp.name, odiags, out)
+			}
+			outIx, err := Compile(outSet, IsolateAll)
+			if err != nil {
+				t.Fatalf("%s: the import does not compile: %v\n%s", imp.name, err, out)
+			}
+			if npOnly { // native rules (denies) are not imported: no claim
+				fuzzCompareImport(t, imp.name, in, outIx, imp.probes(append(witnesses, probes...)), flows, !dropped, out)
 			}
 		}
-		fuzzCompareImport(t, in, outIx, probes, !dropped, out)
 	})
+}
+
+// fuzzWitnesses makes, for every selector of set, endpoints it matches
+// (a workload with the labels, namespace, service account or address its
+// terms ask for; an address outside the cluster for an address range),
+// and the flows its rules name (both ends of every port range, named
+// ports resolved at 8080 on every witness workload), so that comparing two
+// policies on them exercises what the rules say. Fixed probe endpoints
+// rarely match a fuzzed selector, and under isolation: all a flow needs
+// both of its sides allowed.
+func fuzzWitnesses(set *Set) ([]*Endpoint, []fuzzFlow) {
+	const maxWitnesses, maxFlows = 24, 16
+	flows := append([]fuzzFlow(nil), fuzzFlows...)
+	var named []NamedPort
+	addFlow := func(fl fuzzFlow) {
+		for _, have := range flows {
+			if have == fl {
+				return
+			}
+		}
+		if len(flows) < maxFlows {
+			flows = append(flows, fl)
+		}
+	}
+	var eps []*Endpoint
+	seen := map[string]bool{}
+	add := func(ep *Endpoint) {
+		key := fmt.Sprint(*ep)
+		if !seen[key] && len(eps) < maxWitnesses {
+			seen[key] = true
+			eps = append(eps, ep)
+		}
+	}
+	witness := func(sel Selector) {
+		ep := &Endpoint{Namespace: "default", ServiceAccount: "default", Labels: map[string]string{},
+			NamespaceLabels: map[string]string{}, IP: netip.MustParseAddr("10.0.0.200")}
+		workload, external := false, false
+		for _, t := range sel.Terms {
+			switch t.Kind {
+			case TermWorkload:
+				workload = true
+			case TermNamespace:
+				workload, ep.Namespace = true, t.Value
+			case TermServiceAccount:
+				workload = true
+				if ns, sa, ok := strings.Cut(t.Value, "/"); ok {
+					ep.Namespace, ep.ServiceAccount = ns, sa
+				}
+			case TermSPIFFEID:
+				workload, ep.SPIFFEID = true, t.Value
+			case TermLabel, TermNamespaceLabel:
+				workload = true
+				labels := ep.Labels
+				if t.Kind == TermNamespaceLabel {
+					labels = ep.NamespaceLabels
+				}
+				switch t.Op {
+				case OpEquals:
+					labels[t.Key] = t.Value
+				case OpIn:
+					if len(t.Values) > 0 {
+						labels[t.Key] = t.Values[0]
+					}
+				case OpExists:
+					labels[t.Key] = "x"
+				case OpNotIn:
+					labels[t.Key] = "not-" + strings.Join(t.Values, "-")
+				}
+			case TermCIDR, TermExternal:
+				external = external || t.Kind == TermExternal
+				for _, p := range t.Prefixes {
+					if ip, ok := fuzzAddrIn(p, t.Except); ok {
+						ep.IP = ip
+						break
+					}
+				}
+			}
+		}
+		if v, ok := ep.NamespaceLabels["kubernetes.io/metadata.name"]; ok {
+			ep.Namespace = v
+		}
+		ep.NamespaceLabels["kubernetes.io/metadata.name"] = ep.Namespace
+		if ep.SPIFFEID == "" {
+			ep.SPIFFEID = "spiffe://cluster.local/ns/" + ep.Namespace + "/sa/" + ep.ServiceAccount
+		}
+		if workload || !external {
+			w := *ep
+			w.Workload, w.Name = true, "w"
+			add(&w)
+		}
+		if !workload {
+			add(&Endpoint{IP: ep.IP})
+		}
+	}
+	for _, g := range set.Grants {
+		witness(g.Subject)
+		witness(g.Peer)
+		for _, pr := range g.Ports {
+			proto := pr.Protocol
+			if proto == AnyProtocol {
+				proto = TCP
+			}
+			if pr.Name != "" {
+				named = append(named, NamedPort{Name: pr.Name, Port: 8080, Protocol: proto})
+				addFlow(fuzzFlow{proto, 8080})
+				continue
+			}
+			addFlow(fuzzFlow{proto, pr.Lo})
+			addFlow(fuzzFlow{proto, pr.Hi})
+		}
+	}
+	for _, iso := range set.Isolations {
+		witness(iso.Subject)
+	}
+	for _, ep := range eps {
+		if ep.Workload {
+			ep.Ports = named
+		}
+	}
+	return eps, flows
+}
+
+// fuzzAddrIn returns an address of p outside except: its first, second,
+// last or last but one.
+func fuzzAddrIn(p netip.Prefix, except []netip.Prefix) (netip.Addr, bool) {
+	p = p.Masked()
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	for _, a := range []netip.Addr{p.Addr(), p.Addr().Next(), last, last.Prev()} {
+		if a.IsValid() && p.Contains(a) && !inPrefixes(a, except) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// fuzzPodCIDRs hold every workload of fuzzProbeEndpoints.
+var fuzzPodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64")}
+
+// fuzzImports are the ways FuzzLoadBytesNetworkPolicy imports: without
+// pod CIDRs, where any range may hold pods, and with them, where only
+// probes that fit are kept: workloads inside them, addresses outside.
+var fuzzImports = []struct {
+	name   string
+	opts   []ImportOption
+	probes func([]*Endpoint) []*Endpoint
+}{
+	{"import", nil, func(eps []*Endpoint) []*Endpoint { return eps }},
+	{"import with pod CIDRs", []ImportOption{WithPodCIDRs(fuzzPodCIDRs...)}, func(eps []*Endpoint) []*Endpoint {
+		var out []*Endpoint
+		for _, ep := range eps {
+			if ep.Workload == inPrefixes(ep.IP, fuzzPodCIDRs) {
+				out = append(out, ep)
+			}
+		}
+		return out
+	}},
 }
 
 // FuzzParseTestFile: ParseTestFile never panics and points inside the
@@ -407,7 +571,7 @@ func fuzzCheckCompiles(t *testing.T, set *Set, probes []*Endpoint) *Index {
 
 // fuzzCompareImport checks that out (the import of in's NetworkPolicies)
 // allows no probe flow that in does not, and the same flows if exact.
-func fuzzCompareImport(t *testing.T, in, out *Index, probes []*Endpoint, exact bool, doc []byte) {
+func fuzzCompareImport(t *testing.T, what string, in, out *Index, probes []*Endpoint, flows []fuzzFlow, exact bool, doc []byte) {
 	t.Helper()
 	ins, outs := make([]*Subject, len(probes)), make([]*Subject, len(probes))
 	for i, ep := range probes {
@@ -416,16 +580,16 @@ func fuzzCompareImport(t *testing.T, in, out *Index, probes []*Endpoint, exact b
 	for i, src := range probes {
 		for j, dst := range probes {
 			si, di, so, do := ins[i], ins[j], outs[i], outs[j]
-			for _, fl := range fuzzFlows {
+			for _, fl := range flows {
 				a := in.Decide(si, di, fl.proto, fl.port).Allowed
 				b := out.Decide(so, do, fl.proto, fl.port).Allowed
 				if b && !a {
-					t.Fatalf("the import allows %s -> %s %d/%s, which the input denies:\n%s\nimport:\n%s",
-						src, dst, fl.port, fl.proto, in.Explain(si, di, fl.proto, fl.port), doc)
+					t.Fatalf("%s allows %s -> %s %d/%s, which the input denies:\n%s\noutput:\n%s",
+						what, src, dst, fl.port, fl.proto, in.Explain(si, di, fl.proto, fl.port), doc)
 				}
 				if exact && a && !b {
-					t.Fatalf("no note says the import dropped anything, but it denies %s -> %s %d/%s, which the input allows:\n%s\nimport:\n%s",
-						src, dst, fl.port, fl.proto, in.Explain(si, di, fl.proto, fl.port), doc)
+					t.Fatalf("%s: no note says anything was dropped, but it denies %s -> %s %d/%s, which the input allows:\n%s\noutput:\n%s",
+						what, src, dst, fl.port, fl.proto, in.Explain(si, di, fl.proto, fl.port), doc)
 				}
 			}
 		}

@@ -415,7 +415,10 @@ const mib = 1 << 20
 // as fast as one connection carries them. The server runs at most a few
 // handlers at a time, closes the connection, and the well-behaved client
 // keeps its latency.
-func TestAbuseRapidReset(t *testing.T) {
+func TestAttackHTTP2RapidReset(t *testing.T) {
+	defer func() {
+		t.Logf("SECURITY\tHTTP/2 rapid reset (CVE-2023-44487) on :15008\tconnection closed, bounded goroutines, others unaffected\t%s\t%v", map[bool]string{true: "as expected (see the test log)", false: "FAILED"}[!t.Failed()], !t.Failed())
+	}()
 	var appConns atomic.Int64
 	e := newEnv(t, withApp(func(c net.Conn) { appConns.Add(1); echo(c) }))
 	base := warmUp(t, e)
@@ -479,7 +482,10 @@ func TestAbuseRapidReset(t *testing.T) {
 // A stream flood: 100 streams held open (the limit the server
 // advertises), then many more. The excess is refused at once, not queued,
 // and memory stays bounded.
-func TestAbuseStreamFlood(t *testing.T) {
+func TestAttackHTTP2StreamFlood(t *testing.T) {
+	defer func() {
+		t.Logf("SECURITY\tHTTP/2 stream flood on :15008\texcess streams refused, memory bounded\t%s\t%v", map[bool]string{true: "as expected (see the test log)", false: "FAILED"}[!t.Failed()], !t.Failed())
+	}()
 	e := newEnv(t)
 	base := warmUp(t, e)
 	heapBefore := heapInuse()
@@ -554,7 +560,10 @@ func resetCodes(m map[http2.ErrCode]int) string {
 
 // Header lists no CONNECT needs (it needs a few hundred bytes): refused,
 // and the bytes they carry are not held by the server.
-func TestAbuseOversizedHeaders(t *testing.T) {
+func TestAttackHTTP2OversizedHeaders(t *testing.T) {
+	defer func() {
+		t.Logf("SECURITY\toversized headers / CONTINUATION flood on :15008\tconnection closed, memory bounded\t%s\t%v", map[bool]string{true: "as expected (see the test log)", false: "FAILED"}[!t.Failed()], !t.Failed())
+	}()
 	t.Run("a 64 KiB header is refused", func(t *testing.T) {
 		e := newEnv(t)
 		base := warmUp(t, e)
@@ -668,7 +677,10 @@ func TestAbuseOversizedHeaders(t *testing.T) {
 // it and never speak HTTP/2, or speak it and never open a stream. Each is
 // closed after a timeout, goroutines and file descriptors stay bounded,
 // and a valid client connects meanwhile.
-func TestAbuseSlowConnections(t *testing.T) {
+func TestAttackHTTP2SlowConnections(t *testing.T) {
+	defer func() {
+		t.Logf("SECURITY\tslow handshakes and silent connections (slowloris) on :15008\tclosed at the handshake deadline, resources return\t%s\t%v", map[bool]string{true: "as expected (see the test log)", false: "FAILED"}[!t.Failed()], !t.Failed())
+	}()
 	// Short, but not so short that a loaded machine under -race fails
 	// honest handshakes.
 	const timeout = time.Second
@@ -803,7 +815,10 @@ func TestAbuseSlowConnections(t *testing.T) {
 // Flow-control pinning: streams whose client sends as much as the windows
 // allow and never reads what comes back. The server holds at most the
 // windows' worth of it, and other connections are unaffected.
-func TestAbuseNeverReads(t *testing.T) {
+func TestAttackHTTP2NeverReads(t *testing.T) {
+	defer func() {
+		t.Logf("SECURITY\tclient that opens streams and never reads\tbounded by windows, others unaffected\t%s\t%v", map[bool]string{true: "as expected (see the test log)", false: "FAILED"}[!t.Failed()], !t.Failed())
+	}()
 	e := newEnv(t)
 	base := warmUp(t, e)
 	heapBefore := heapInuse()
