@@ -1,9 +1,11 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -167,6 +169,17 @@ func claimsFromCert(cert *x509.Certificate) (Claims, error) {
 		}
 		if err := ValidateClaims(c); err != nil {
 			return Claims{}, err
+		}
+		// Only the encoding ztcn's CA writes is accepted: asn1.Unmarshal
+		// also takes other string types and unsorted labels, so one claims
+		// set would have many encodings, some of which the CA itself
+		// could never issue (a T61 UID that grows past 8 KiB in UTF-8).
+		canonical, err := c.extension()
+		if err != nil {
+			return Claims{}, fmt.Errorf("identity: decode workload claims: %w", err)
+		}
+		if !bytes.Equal(canonical.Value, ext.Value) {
+			return Claims{}, errors.New("identity: workload claims are not in canonical form (UTF8String, labels sorted)")
 		}
 		return c, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -411,6 +412,9 @@ func fuzzNetpolDocuments(f *testing.F) [][]byte {
 	return docs
 }
 
+// fuzzFindNetworkPolicies collects the NetworkPolicy objects of a case of
+// either data format (policies, or steps of createPolicy/updatePolicy
+// actions).
 func fuzzFindNetworkPolicies(v any) []map[string]any {
 	switch v := v.(type) {
 	case map[string]any:
@@ -455,8 +459,21 @@ func fuzzCheckPositions(t *testing.T, data []byte, what string, diags Diagnostic
 // fuzzYAMLLines splits data into lines as YAML counts them: CR LF, a lone
 // CR, LF, and (yaml.v3 follows YAML 1.1 there) NEL, LS and PS each end a
 // line. A file with lone CRs therefore has more lines in diagnostics than
-// wc -l counts; that is the parser's view, not a wrong position.
+// wc -l counts; that is the parser's view, not a wrong position. A file
+// that starts with a UTF-16 byte order mark is UTF-16 to YAML, and its
+// lines are those of the text it decodes to.
 func fuzzYAMLLines(data []byte) [][]byte {
+	if len(data) >= 2 && (data[0] == 0xfe && data[1] == 0xff || data[0] == 0xff && data[1] == 0xfe) {
+		units := make([]uint16, 0, len(data)/2)
+		for i := 2; i+1 < len(data); i += 2 {
+			if data[0] == 0xfe {
+				units = append(units, uint16(data[i])<<8|uint16(data[i+1]))
+			} else {
+				units = append(units, uint16(data[i+1])<<8|uint16(data[i]))
+			}
+		}
+		data = []byte(string(utf16.Decode(units)))
+	}
 	var lines [][]byte
 	start := 0
 	for i := 0; i < len(data); {
@@ -521,10 +538,19 @@ func fuzzProbeEndpoints() []*Endpoint {
 }
 
 // fuzzCheckCompiles compiles set in every mode, staged view included, and
-// checks that Decide and Explain agree on every probe flow. It returns the
-// enforced index under isolation: all.
+// decides every flow between the probes and the set's witnesses (see
+// fuzzWitnesses): two outside addresses are never denied, and Explain
+// agrees with Decide, listing the deciding rule on the side that decided.
+// It returns the enforced index under isolation: all.
 func fuzzCheckCompiles(t *testing.T, set *Set, probes []*Endpoint) *Index {
 	t.Helper()
+	witnesses, flows := fuzzWitnesses(set)
+	eps := append(witnesses, probes...)
+	// Explain allocates: it is checked on one flow, the first a rule names.
+	explained := flows[0]
+	if len(flows) > len(fuzzFlows) {
+		explained = flows[len(fuzzFlows)]
+	}
 	var all *Index
 	for _, mode := range []IsolationMode{IsolateAll, IsolateSelected} {
 		ix, err := Compile(set, mode)
@@ -545,28 +571,58 @@ func fuzzCheckCompiles(t *testing.T, set *Set, probes []*Endpoint) *Index {
 			if view == nil {
 				continue
 			}
-			subs := make([]*Subject, len(probes))
-			for i, ep := range probes {
+			subs := make([]*Subject, len(eps))
+			for i, ep := range eps {
 				subs[i] = view.Resolve(ep)
 			}
 			for _, src := range subs {
 				for _, dst := range subs {
-					v := view.Decide(src, dst, TCP, 80)
-					e := view.Explain(src, dst, TCP, 80)
-					if e.Verdict != v || e.Allowed != v.Allowed {
-						t.Fatalf("Decide says %+v, Explain %+v", v, e.Verdict)
-					}
-					if v.Rule >= len(set.Rules) || v.Rule < -1 {
-						t.Fatalf("verdict names rule %d of %d", v.Rule, len(set.Rules))
-					}
-					if !src.ep.Workload && !dst.ep.Workload && !v.Allowed {
-						t.Fatalf("a flow between two outside addresses is denied: %s", e)
+					for _, fl := range flows {
+						v := view.Decide(src, dst, fl.proto, fl.port)
+						switch noRule := v.Reason == ReasonNoEgressRule || v.Reason == ReasonNoIngressRule; {
+						case v.Rule < -1 || v.Rule >= len(set.Rules),
+							(v.Reason == ReasonAllowed) != v.Allowed,
+							v.Reason == ReasonDenyRule && v.Rule < 0,
+							noRule && v.Rule != -1:
+							t.Fatalf("verdict %+v with %d rules", v, len(set.Rules))
+						}
+						if !src.ep.Workload && !dst.ep.Workload && !v.Allowed {
+							t.Fatalf("a flow between two outside addresses is denied: %+v", v)
+						}
+						if fl == explained {
+							fuzzCheckExplain(t, view, src, dst, fl, v)
+						}
 					}
 				}
 			}
 		}
 	}
 	return all
+}
+
+// fuzzCheckExplain checks that Explain agrees with the verdict v of Decide.
+func fuzzCheckExplain(t *testing.T, ix *Index, src, dst *Subject, fl fuzzFlow, v Verdict) {
+	t.Helper()
+	e := ix.Explain(src, dst, fl.proto, fl.port)
+	if e.Verdict != v || e.Allowed != v.Allowed || e.Staged != ix.StagedView() {
+		t.Fatalf("Decide says %+v, Explain %+v", v, e)
+	}
+	if v.Rule < 0 {
+		return
+	}
+	r := ix.Rules()[v.Rule]
+	lists := [][]Rule{e.Egress.Allowed, e.Ingress.Allowed}
+	if v.Reason == ReasonDenyRule {
+		lists = [][]Rule{e.Egress.Denied, e.Ingress.Denied}
+	}
+	for _, l := range lists {
+		for _, have := range l {
+			if have == r {
+				return
+			}
+		}
+	}
+	t.Fatalf("the explanation of %s -> %s %d/%s does not list the deciding rule %s:\n%s", src.ep.String(), dst.ep.String(), fl.port, fl.proto, r, e)
 }
 
 // fuzzCompareImport checks that out (the import of in's NetworkPolicies)
