@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"bufio"
 	"crypto/tls"
 	"net"
 	"sync"
@@ -20,18 +19,9 @@ type batchConn struct {
 	mu       sync.Mutex
 	batching bool
 	buf      *[]byte
-	// r batches reads the same way: TLS asks for one record (≤ 16 KiB) at
-	// a time, so without it a 1 MiB frame costs 64 read syscalls; with it,
-	// one syscall takes whatever the socket holds, up to readBufferSize.
-	r *bufio.Reader
 }
 
-// readBufferSize bounds one read syscall on an HBONE connection. 64 KiB
-// is four TLS records: the syscall count of a bulk transfer drops 4×
-// while an idle connection keeps only this much.
-const readBufferSize = 64 << 10
 
-func (c *batchConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // batchBufs holds batch buffers between writes, so an idle connection does
 // not keep a megabyte of them.
@@ -85,7 +75,6 @@ type batchTLS struct {
 // then use the batchTLS for data.
 func newBatchTLS(raw net.Conn, client bool, cfg *tls.Config) *batchTLS {
 	bc := &batchConn{Conn: raw}
-	bc.r = bufio.NewReaderSize(raw, readBufferSize)
 	var tc *tls.Conn
 	if client {
 		tc = tls.Client(bc, cfg)
