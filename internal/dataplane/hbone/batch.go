@@ -21,8 +21,6 @@ type batchConn struct {
 	buf      *[]byte
 }
 
-
-
 // batchBufs holds batch buffers between writes, so an idle connection does
 // not keep a megabyte of them.
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxFrameSize+maxFrameSize/16); return &b }}
