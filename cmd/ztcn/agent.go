@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -51,6 +53,19 @@ traffic is refused (fail closed), and a restarted agent re-attaches them.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// ZTCN_CPUPROFILE=file profiles the agent until it stops: for
+			// performance work on a live node, not for production.
+			if path := os.Getenv("ZTCN_CPUPROFILE"); path != "" {
+				f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return a.Run(ctx)
 		},
 	}

@@ -60,7 +60,15 @@ func dial(ctx context.Context, in InNetns, src, dst netip.AddrPort, timeout time
 				if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
 					return fmt.Errorf("IP_TRANSPARENT: %w", err)
 				}
-				return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1)
+				if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1); err != nil {
+					return fmt.Errorf("IP_FREEBIND: %w", err)
+				}
+				// Binding the client's address with port 0 would make bind()
+				// pick a port unique across every destination, searching
+				// past all ports in use or in TIME_WAIT: slow, and
+				// exhaustible, under connection churn. Deferring the choice
+				// to connect() lets ports be shared by 4-tuple.
+				return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 			})
 		}}
 		if src.IsValid() {
