@@ -279,3 +279,43 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFaultCAFilesUnreadable: a CA key that cannot be read (a truncated
+// file, a directory in its place) stops the agent at start with the file
+// named, instead of running without identities.
+func TestFaultCAFilesUnreadable(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		breakCA func(dir string) error
+	}{
+		{"truncated root.key", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "root.key"), []byte("-----BEGIN EC PRIVATE KEY-----\nMHcC"), 0o600)
+		}},
+		{"root.key is a directory", func(dir string) error {
+			if err := os.Remove(filepath.Join(dir, "root.key")); err != nil {
+				return err
+			}
+			return os.Mkdir(filepath.Join(dir, "root.key"), 0o700)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			root, err := identity.NewRootCA(spiffeid.RequireTrustDomainFromString("cluster.local"), time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := identity.WriteRootCA(cfg.Identity.CAPath, root, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.breakCA(cfg.Identity.CAPath); err != nil {
+				t.Fatal(err)
+			}
+			_, err = New(Options{Config: cfg, Logger: quietLogger()})
+			ok := err != nil && strings.Contains(err.Error(), "root.key")
+			t.Logf("SECURITY\tCA file unreadable (%s)\tagent refuses to start, naming the file\t%v\t%v", tc.name, err, ok)
+			if !ok {
+				t.Fatalf("New = %v, want an error naming root.key", err)
+			}
+		})
+	}
+}

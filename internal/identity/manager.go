@@ -66,6 +66,13 @@ type ManagerConfig struct {
 	Jitter float64
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// MaxWait is the longest the rotation loop sleeps before it looks at
+	// the clock again (default 1 minute). Timers run on the monotonic
+	// clock, but certificates expire by the wall clock: after a step of
+	// the wall clock (NTP, resume from suspend) an SVID can be expired in
+	// its peers' eyes although its timer has hours to go. Waking up at
+	// least this often bounds how long that lasts.
+	MaxWait time.Duration
 }
 
 // Manager owns the identities of the workloads on this node: it issues an
@@ -92,6 +99,9 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	if cfg.Jitter == 0 {
 		cfg.Jitter = 0.1
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = time.Minute
 	}
 	if cfg.Revocations == nil {
 		cfg.Revocations = NewRevocations()
@@ -212,9 +222,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		next := m.rotateDue()
-		wait := time.Hour
+		wait := m.cfg.MaxWait
 		if !next.IsZero() {
-			wait = max(next.Sub(m.cfg.Now()), 0)
+			wait = min(max(next.Sub(m.cfg.Now()), 0), m.cfg.MaxWait)
 		}
 		timer.Reset(wait)
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,5 +264,50 @@ func TestExpiredCAIssuesNothing(t *testing.T) {
 	root.now = later
 	if _, err := root.IssueSVID(SVIDRequest{ID: spiffeid.RequireFromPath(td, "/x"), TTL: time.Minute}); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestFaultClockJumpForward: a step of the wall clock past an SVID's
+// rotation time (NTP, resume from suspend) is noticed within MaxWait, not
+// when the monotonic timer set before the jump fires.
+func TestFaultClockJumpForward(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	bundles := NewBundles()
+	create := func(td spiffeid.TrustDomain) (*CA, error) {
+		root, err := NewRootCA(td, DefaultRootTTL, WithClock(clock))
+		if err != nil {
+			return nil, err
+		}
+		return root.NewNodeCA("test-node", DefaultNodeTTL)
+	}
+	mgr := NewManager(ManagerConfig{
+		TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
+		Authorities: NewAuthorities(bundles, create),
+		Rotation:    func(string) (time.Duration, time.Duration) { return time.Hour, 0 },
+		Now:         clock,
+		MaxWait:     20 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := mgr.Subscribe(ctx)
+	go mgr.Run(ctx)
+	first, err := mgr.Start(Workload{UID: "u1", Namespace: "ns", ServiceAccount: "sa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-events                           // issued
+	offset.Store(int64(2 * time.Hour)) // the wall clock steps past NotAfter
+	select {
+	case ev := <-events:
+		ok := ev.Kind == EventRotated && ev.SVID.NotAfter().After(clock())
+		t.Logf("SECURITY\twall clock jumps 2 h forward\tSVIDs re-issued at once, valid at the new time\trotated, old NotAfter %s, new NotAfter %s\t%v",
+			first.NotAfter().Format(time.Kitchen), ev.SVID.NotAfter().Format(time.Kitchen), ok)
+		if !ok {
+			t.Fatalf("event %v, new NotAfter %s, now %s", ev.Kind, ev.SVID.NotAfter(), clock())
+		}
+	case <-time.After(5 * time.Second):
+		t.Log("SECURITY\twall clock jumps 2 h forward\tSVIDs re-issued at once, valid at the new time\tno rotation within 5 s\tfalse")
+		t.Fatal("the jump was not noticed")
 	}
 }

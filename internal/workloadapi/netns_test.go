@@ -61,7 +61,7 @@ func newNetns(t *testing.T) string {
 	return name
 }
 
-func TestAttestationByNetworkNamespace(t *testing.T) {
+func TestAttackWorkloadAPIAttestation(t *testing.T) {
 	requireNetnsPrivileges(t)
 	ns := newNetns(t)
 	f := newFixture(t, hourly)
@@ -84,6 +84,7 @@ func TestAttestationByNetworkNamespace(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v\nstdout:\n%s", err, out)
 		}
+		t.Logf("SECURITY\tWorkload API caller inside a pod's network namespace\tgets exactly that pod's SVID\t%s\t%v", got, got == want.String())
 		if got != want.String() {
 			t.Fatalf("client in the pod's netns got %s, want %s", got, want)
 		}
@@ -91,6 +92,7 @@ func TestAttestationByNetworkNamespace(t *testing.T) {
 
 	t.Run("a workload in another network namespace gets PermissionDenied", func(t *testing.T) {
 		_, err := newGoSpiffeClient(ctx, t, f.socket).FetchX509SVID(ctx)
+		t.Logf("SECURITY\tWorkload API caller not attested to any pod\tPermissionDenied, no SVID\t%v\t%v", status.Code(err), status.Code(err) == codes.PermissionDenied)
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("FetchX509SVID from the root netns = %v, want PermissionDenied", err)
 		}
