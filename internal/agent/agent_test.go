@@ -285,7 +285,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // named, instead of running without identities.
 func TestFaultCAFilesUnreadable(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
+		name    string
 		breakCA func(dir string) error
 	}{
 		{"truncated root.key", func(dir string) error {
