@@ -98,7 +98,7 @@ func (r *Results) print(w io.Writer) {
 		for _, p := range r.Paths {
 			names = append(names, p.Name)
 		}
-		fmt.Fprintf(tw, "metric\t%s\tztcn/raw\tztcn/best baseline\t\n", strings.Join(names, "\t"))
+		fmt.Fprintf(tw, "metric\t%s\tztcn/raw\tztcn/best baseline\t\t\n", strings.Join(names, "\t"))
 		raw, _ := r.path("raw")
 		z, _ := r.path("ztcn")
 		best, _ := r.bestBaseline()
@@ -113,11 +113,13 @@ func (r *Results) print(w io.Writer) {
 				}
 				return fmt.Sprintf("%.2f×", a/b)
 			}
-			vsBest := ratio(val(z), val(best))
+			// Plain ratios, ztcn over the other: above 1 is better for
+			// throughput, below 1 is better for times and CPU.
+			better := "higher is better"
 			if lowerBetter {
-				vsBest = ratio(val(best), val(z)) + " faster"
+				better = "lower is better"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", label, strings.Join(cells, "\t"), ratio(val(z), val(raw)), vsBest)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", label, strings.Join(cells, "\t"), ratio(val(z), val(raw)), ratio(val(z), val(best)), better)
 		}
 		mbs := func(v float64) string { return fmt.Sprintf("%.0f MB/s", v) }
 		dur := func(v float64) string { return us(time.Duration(v)) }
