@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -24,6 +25,8 @@ type event struct {
 type row struct{ attack, expected, seen, result, test string }
 
 func main() {
+	markdown := flag.Bool("markdown", false, "print a Markdown table (seen truncated) for SECURITY.md")
+	flag.Parse()
 	var rows []row
 	var failed []string
 	s := bufio.NewScanner(os.Stdin)
@@ -48,16 +51,30 @@ func main() {
 			failed = append(failed, e.Package+" "+e.Test)
 		}
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ATTACK / FAULT\tEXPECTED\tSEEN\tRESULT")
 	bad := 0
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.attack, r.expected, r.seen, r.result)
 		if r.result != "PASS" {
 			bad++
 		}
 	}
-	tw.Flush()
+	if *markdown {
+		fmt.Println("| attack / fault | expected | seen | result |\n|---|---|---|---|")
+		for _, r := range rows {
+			seen := r.seen
+			if len(seen) > 90 {
+				seen = seen[:87] + "..."
+			}
+			esc := strings.NewReplacer("|", "\\|").Replace
+			fmt.Printf("| %s | %s | %s | %s |\n", esc(r.attack), esc(r.expected), esc(seen), r.result)
+		}
+	} else {
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ATTACK / FAULT\tEXPECTED\tSEEN\tRESULT")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.attack, r.expected, r.seen, r.result)
+		}
+		tw.Flush()
+	}
 	fmt.Printf("\n%d rows, %d failed\n", len(rows), bad)
 	if len(failed) > 0 {
 		fmt.Println("failed tests:")
