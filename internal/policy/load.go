@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -174,6 +175,14 @@ func readLimited(path string) ([]byte, error) {
 func splitDocuments(file string, data []byte) ([]document, Diagnostics) {
 	var docs []document
 	var diags Diagnostics
+	// YAML parsers also read UTF-16 and UTF-32, but then their line and
+	// column numbers count decoded characters, not the file's bytes, and
+	// an editor shows something else again. A policy is plain text:
+	// anything but UTF-8 (after an optional UTF-8 BOM) is refused at once.
+	if text := bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")); !utf8.Valid(text) || bytes.HasPrefix(data, []byte("\xff\xfe")) || bytes.HasPrefix(data, []byte("\xfe\xff")) {
+		return nil, Diagnostics{{Pos: Position{File: file, Line: 1, Col: 1}, Severity: SeverityError,
+			Message: "the file is not UTF-8 text (UTF-16, UTF-32 or binary?); save it as UTF-8"}}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var n yaml.Node

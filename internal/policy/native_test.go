@@ -699,3 +699,18 @@ func TestNativeUnknownNetworkAcrossFiles(t *testing.T) {
 		t.Errorf("rules %q, want none", ntRules(set))
 	}
 }
+
+func TestPolicyFilesMustBeUTF8(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"UTF-16 with BOM": append([]byte{0xff, 0xfe}, []byte("p\x00o\x00l\x00")...),
+		"binary":          {0x00, 0xff, 0x80, 0x81},
+	} {
+		_, diags := LoadBytes("p.yaml", data)
+		if got := ntDiags(diags); len(got) != 1 || !strings.Contains(got[0], "1:1: error: the file is not UTF-8") {
+			t.Errorf("%s: diagnostics %q", name, got)
+		}
+	}
+	if _, diags := LoadBytes("p.yaml", []byte("\xef\xbb\xbfpolicies: []\n")); diags.HasErrors() {
+		t.Errorf("a UTF-8 BOM is refused: %v", diags)
+	}
+}
