@@ -51,6 +51,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -879,7 +881,19 @@ func (r *rule) comment() string {
 		parts = append(parts, t)
 	}
 	parts = append(parts, fmt.Sprintf("from %s to %s", r.ev.srcs.list(true, 3), r.ev.dsts.list(false, 3)), what)
-	return strings.Join(parts, ", ")
+	return printable(strings.Join(parts, ", "))
+}
+
+// printable replaces what a YAML comment cannot hold (control characters,
+// invalid UTF-8) with "?": the names in a comment come from observed
+// flows, which an attacker may have shaped (found by FuzzRead).
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || r == '\ufeff' {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 // timeRange writes a span of time in UTC to the minute.
