@@ -2,7 +2,6 @@ package agent
 
 import (
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -96,8 +95,6 @@ func (a *Agent) isNodeNetns(ns *netns.NS) (bool, error) {
 	}
 	return dev == uint64(st.Dev) && ino == st.Ino, nil
 }
-
-func removeFile(path string) error { return os.Remove(path) }
 
 // recentEventsKept bounds the recent events `ztcn status` and the `ztcn
 // up` view show; the flow table (with its own bounds) is the full record.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"time"
@@ -156,7 +157,7 @@ func (a *Agent) reattach() {
 	records, bad := a.state.load()
 	for path, err := range bad {
 		a.log.Error("unreadable pod record in the state dir; removing it", "path", path, "error", err)
-		_ = removeFile(path)
+		_ = os.Remove(path)
 	}
 	for _, r := range records {
 		if err := r.still(); err != nil {

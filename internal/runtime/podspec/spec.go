@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+
+	"github.com/ztcn/ztcn/internal/dataplane/redirect"
 )
 
 // File is a parsed pods file. Every value in it has been validated.
@@ -78,8 +80,8 @@ const (
 // reserved so that the agent can add listeners (15020 is its admin port)
 // without breaking existing pods files.
 const (
-	AgentPortsFirst = 15000
-	AgentPortsLast  = 15099
+	AgentPortsFirst = redirect.AgentPortsFirst
+	AgentPortsLast  = redirect.AgentPortsLast
 )
 
 // Nodes returns the distinct nodes pods ask for, sorted.
