@@ -78,6 +78,7 @@ carried over mutual TLS and allowed only by policy.`,
 		newDemoCommand(),
 		newPodExecCommand(),
 		newAuditCommand(),
+		newOCIHookCommand(),
 	)
 	return root
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 )
@@ -13,6 +14,7 @@ type Config struct {
 	Identity  Identity
 	Policy    Policy
 	Telemetry Telemetry
+	Network   Network
 }
 
 // Agent is the [agent] table.
@@ -94,6 +96,16 @@ type Telemetry struct {
 	AdminAddress string
 }
 
+// Network is the [network] table: the network ztcn gives containers that
+// come without one, so that it runs with no CNI plugin (OCI hook).
+type Network struct {
+	// Bridge is the bridge in the node's network namespace that such
+	// containers are attached to; it carries the first address of PodCIDR.
+	Bridge string
+	// PodCIDR is the IPv4 range their addresses come from.
+	PodCIDR netip.Prefix
+}
+
 // KeyType is the algorithm of workload keys (identity.key_type).
 type KeyType string
 
@@ -155,6 +167,10 @@ func Default() *Config {
 		Telemetry: Telemetry{
 			AuditLog:     "/var/log/ztcn/audit.log",
 			AdminAddress: "127.0.0.1:15020",
+		},
+		Network: Network{
+			Bridge:  "ztcn0",
+			PodCIDR: netip.MustParsePrefix("10.89.0.0/24"),
 		},
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -54,6 +55,8 @@ func TestDefaults(t *testing.T) {
 		{"policy.isolation is all", func(c *Config) any { return c.Policy.Isolation }, IsolationAll},
 		{"telemetry.audit_log is /var/log/ztcn/audit.log", func(c *Config) any { return c.Telemetry.AuditLog }, "/var/log/ztcn/audit.log"},
 		{"telemetry.admin_address is 127.0.0.1:15020", func(c *Config) any { return c.Telemetry.AdminAddress }, "127.0.0.1:15020"},
+		{"network.bridge is ztcn0", func(c *Config) any { return c.Network.Bridge }, "ztcn0"},
+		{"network.pod_cidr is 10.89.0.0/24", func(c *Config) any { return c.Network.PodCIDR.String() }, "10.89.0.0/24"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.got(fromEmptyFile); !reflect.DeepEqual(got, tc.want) {
@@ -130,6 +133,10 @@ isolation = "selected"
 [telemetry]
 audit_log = "/tmp/ztcn/audit.log"
 admin_address = "[::1]:9090"
+
+[network]
+bridge = "zt-test0"
+pod_cidr = "10.123.0.0/20"
 `
 
 var fullConfig = &Config{
@@ -154,6 +161,7 @@ var fullConfig = &Config{
 	},
 	Policy:    Policy{ConfigPath: "/tmp/ztcn/policy.yaml", Mode: ModeAudit, Isolation: IsolationSelected},
 	Telemetry: Telemetry{AuditLog: "/tmp/ztcn/audit.log", AdminAddress: "[::1]:9090"},
+	Network:   Network{Bridge: "zt-test0", PodCIDR: netip.MustParsePrefix("10.123.0.0/20")},
 }
 
 func TestParse(t *testing.T) {
@@ -385,6 +393,18 @@ bundle_pth = "/b"
 	}},
 	{"bad admin_address: named port", "[telemetry]\nadmin_address = \"localhost:http\"\n", []string{
 		`runtime.toml:2:17: telemetry.admin_address: invalid port "http" in "localhost:http" (want 0-65535)`,
+	}},
+	{"bad network.bridge: too long", "[network]\nbridge = \"abcdefghijklmnop\"\n", []string{
+		`runtime.toml:2:10: network.bridge: invalid interface name "abcdefghijklmnop" (want 1-15 characters, no '/', ':' or whitespace)`,
+	}},
+	{"bad network.pod_cidr: IPv6", "[network]\npod_cidr = \"fd00::/64\"\n", []string{
+		`runtime.toml:2:12: network.pod_cidr: invalid IPv4 range "fd00::/64" (want e.g. "10.89.0.0/24")`,
+	}},
+	{"bad network.pod_cidr: too small", "[network]\npod_cidr = \"10.89.0.0/30\"\n", []string{
+		`runtime.toml:2:12: network.pod_cidr: range "10.89.0.0/30" must be a /16 to a /29`,
+	}},
+	{"bad network.pod_cidr: host bits", "[network]\npod_cidr = \"10.89.0.1/24\"\n", []string{
+		`runtime.toml:2:12: network.pod_cidr: range "10.89.0.1/24" has host bits set (did you mean "10.89.0.0/24"?)`,
 	}},
 	{"duplicate federation domain", `[[identity.federation]]
 trust_domain = "a.example"

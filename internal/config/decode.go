@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,7 +80,7 @@ type decoder struct {
 
 // schema maps the top-level keys to their decoders, which store into c.
 func (d *decoder) schema(c *Config) map[string]field {
-	a, id, p, t := &c.Agent, &c.Identity, &c.Policy, &c.Telemetry
+	a, id, p, t, n := &c.Agent, &c.Identity, &c.Policy, &c.Telemetry, &c.Network
 	return map[string]field{
 		"agent": d.table(map[string]field{
 			"node_name":          d.str(&a.NodeName, nil),
@@ -107,6 +108,10 @@ func (d *decoder) schema(c *Config) map[string]field {
 		"telemetry": d.table(map[string]field{
 			"audit_log":     d.str(&t.AuditLog, nil),
 			"admin_address": d.str(&t.AdminAddress, checkAddress),
+		}),
+		"network": d.table(map[string]field{
+			"bridge":   d.str(&n.Bridge, checkInterfaceName),
+			"pod_cidr": d.podCIDR(&n.PodCIDR),
 		}),
 	}
 }
@@ -469,4 +474,35 @@ func parseDuration(s string) (time.Duration, bool) {
 		return 0, false
 	}
 	return total + r, true
+}
+
+// checkInterfaceName accepts a Linux interface name: 1 to 15 bytes, no '/',
+// whitespace or ':' (which would make it an alias).
+func checkInterfaceName(s string) string {
+	if s == "" || len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n") {
+		return fmt.Sprintf("invalid interface name %q (want 1-15 characters, no '/', ':' or whitespace)", s)
+	}
+	return ""
+}
+
+// podCIDR decodes an IPv4 prefix that leaves room for a gateway and pods,
+// written with its host bits clear so that it means one thing.
+func (d *decoder) podCIDR(dst *netip.Prefix) field {
+	return func(key string, v any) {
+		s, ok := d.asString(key, v, "a string")
+		if !ok {
+			return
+		}
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil || !p.Addr().Is4():
+			d.errorf(key, "invalid IPv4 range %q (want e.g. \"10.89.0.0/24\")", s)
+		case p.Bits() < 16 || p.Bits() > 29:
+			d.errorf(key, "range %q must be a /16 to a /29", s)
+		case p.Masked() != p:
+			d.errorf(key, "range %q has host bits set (did you mean %q?)", s, p.Masked().String())
+		default:
+			*dst = p
+		}
+	}
 }

@@ -74,6 +74,15 @@
 //	# host:port the admin endpoint listens on.
 //	admin_address = "127.0.0.1:15020"
 //
+//	[network]
+//	# Bridge in the node's network namespace that the OCI hook attaches
+//	# containers to when they come without a network of their own (no CNI
+//	# plugin): a veth to this bridge and an address from pod_cidr. It is
+//	# created on first use, carrying the first address of pod_cidr.
+//	bridge = "ztcn0"
+//	# IPv4 range those containers are addressed from, a /16 to a /29.
+//	pod_cidr = "10.89.0.0/24"
+//
 // Durations are strings in Go's time.ParseDuration syntax ("90m", "1h30m"),
 // which is extended with a leading count of whole days: "30d", "1d12h".
 //

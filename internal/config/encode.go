@@ -65,6 +65,10 @@ func (c *Config) TOML() ([]byte, error) {
 	w.str("audit_log", c.Telemetry.AuditLog)
 	w.str("admin_address", c.Telemetry.AdminAddress)
 
+	w.header("[%s]", "network")
+	w.str("bridge", c.Network.Bridge)
+	w.str("pod_cidr", c.Network.PodCIDR.String())
+
 	if w.err != nil {
 		return nil, w.err
 	}

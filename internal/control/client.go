@@ -44,6 +44,13 @@ func (c *Client) StopPod(ctx context.Context, uid string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/pods/"+url.PathEscape(uid), nil, nil)
 }
 
+// Pods lists the registered pods.
+func (c *Client) Pods(ctx context.Context) ([]PodStatus, error) {
+	var pods []PodStatus
+	err := c.do(ctx, http.MethodGet, "/v1/pods", nil, &pods)
+	return pods, err
+}
+
 // SetDirectory replaces the agent's list of remote workloads.
 func (c *Client) SetDirectory(ctx context.Context, d Directory) error {
 	return c.do(ctx, http.MethodPut, "/v1/directory", d, nil)

@@ -105,7 +105,6 @@ func (l *lockedBuffer) String() string {
 func newAgentNode(t *testing.T, policyYAML string) *agentNode {
 	t.Helper()
 	requireRoot(t, "curl", "go")
-	ztcnBinary(t)
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	n := &agentNode{t: t, prefix: "zta" + hex.EncodeToString(rnd[:2]), subnet: [3]byte{10, 253, rnd[2]},
@@ -117,7 +116,26 @@ func newAgentNode(t *testing.T, policyYAML string) *agentNode {
 	}
 	n.node = node
 	t.Cleanup(func() { _ = node.Teardown() })
+	n.startWithConfig(policyYAML, "")
+	return n
+}
 
+// newHostAgent runs an agent in the host's network namespace, as a node
+// agent runs, with extraTOML appended to its runtime.toml; runtime
+// adapters (the OCI hook, the NRI plugin) bring the pods.
+func newHostAgent(t *testing.T, policyYAML, extraTOML string) *agentNode {
+	t.Helper()
+	n := &agentNode{t: t, dir: t.TempDir(), pods: map[string]*netns.Pod{}, logs: &lockedBuffer{}}
+	n.startWithConfig(policyYAML, extraTOML)
+	return n
+}
+
+// startWithConfig writes the policy and a runtime.toml under the test's
+// directory, then starts the agent (killed at cleanup).
+func (n *agentNode) startWithConfig(policyYAML, extraTOML string) {
+	t := n.t
+	t.Helper()
+	ztcnBinary(t)
 	policyPath := filepath.Join(n.dir, "policy.yaml")
 	if err := os.WriteFile(policyPath, []byte(policyYAML), 0o644); err != nil {
 		t.Fatal(err)
@@ -137,7 +155,7 @@ config_path = %q
 admin_address = "127.0.0.1:0"
 audit_log = %q
 `, n.socket, filepath.Join(n.dir, "state"), filepath.Join(n.dir, "workload.sock"), policyPath, filepath.Join(n.dir, "audit.log"))
-	if err := os.WriteFile(n.config, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(n.config, []byte(cfg+extraTOML), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	n.start()
@@ -147,7 +165,6 @@ audit_log = %q
 			t.Logf("agent log:\n%s", n.logs.String())
 		}
 	})
-	return n
 }
 
 // start runs the agent and waits until its control API says it is ready.
