@@ -293,7 +293,7 @@ func TestOCIHookRunc(t *testing.T) {
 	}
 
 	before := mustStatus(t, node).Events["denied"]
-	out, err = r.run(unique("ztcn-intruder"), ociAnnotations("intruder", "intruder"), get...)
+	out, _ = r.run(unique("ztcn-intruder"), ociAnnotations("intruder", "intruder"), get...)
 	if strings.Contains(out, ociMarker) {
 		t.Fatalf("a container policy does not allow got the page:\n%s", out)
 	}
