@@ -10,6 +10,7 @@ import (
 	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/runtime/oci"
+	"github.com/ztcn/ztcn/internal/runtime/podnet"
 )
 
 func newOCIHookCommand() *cobra.Command {
@@ -59,9 +60,8 @@ deploy/oci/ holds hooks.d files for podman and CRI-O.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			hook := &oci.Hook{
-				Control:  control.NewClient(cfg.Agent.ControlSocket),
-				Network:  cfg.Network,
-				StateDir: cfg.Agent.StateDir,
+				Control: control.NewClient(cfg.Agent.ControlSocket),
+				Network: &podnet.Attacher{Network: cfg.Network, StateDir: cfg.Agent.StateDir},
 			}
 			out := cmd.ErrOrStderr()
 			switch stage {

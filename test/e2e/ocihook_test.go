@@ -18,6 +18,7 @@ import (
 	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/netns"
 	"github.com/ztcn/ztcn/internal/runtime/oci"
+	"github.com/ztcn/ztcn/internal/runtime/podnet"
 )
 
 // ociPolicy lets app=client call app=server on 8080, and nothing else.
@@ -279,7 +280,7 @@ func TestOCIHookRunc(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer host.Close()
-	stop := capture(t, host, oci.HostVethName(serverID))
+	stop := capture(t, host, podnet.HostVethName(serverID))
 	out, err := r.run(unique("ztcn-client"), ociAnnotations("client", "client"), get...)
 	wire := stop()
 	if err != nil || !strings.Contains(out, ociMarker) {
@@ -309,7 +310,7 @@ func TestOCIHookRunc(t *testing.T) {
 	if _, ok := node.pod("server"); ok {
 		t.Fatal("the server is still registered after runc delete")
 	}
-	if hostLinkExists(oci.HostVethName(serverID)) {
+	if hostLinkExists(podnet.HostVethName(serverID)) {
 		t.Fatal("the server's veth is left on the node")
 	}
 	grants, _ := filepath.Glob(filepath.Join(node.dir, "state", "ipam", node.bridge, "10.*"))
@@ -362,7 +363,7 @@ func TestOCIHookFailsClosed(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.dir, id, "rootfs", "ran")); err == nil {
 		t.Fatal("the container's process ran with the agent down")
 	}
-	if hostLinkExists(oci.HostVethName(id)) {
+	if hostLinkExists(podnet.HostVethName(id)) {
 		t.Fatal("the failed hook left its veth")
 	}
 	if list, _ := r.runc("list", "-q"); strings.Contains(string(list), id) {
@@ -467,7 +468,7 @@ func TestOCIHookPodman(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer host.Close()
-	stop := capture(t, host, oci.HostVethName(serverID))
+	stop := capture(t, host, podnet.HostVethName(serverID))
 	out, err = p.run([]string{"--rm"}, ociAnnotations("client", "client"), get...)
 	wire := stop()
 	if err != nil || !strings.Contains(out, ociMarker) {
@@ -489,7 +490,7 @@ func TestOCIHookPodman(t *testing.T) {
 	if _, ok := node.pod("server"); ok {
 		t.Fatal("the server is still registered after podman rm")
 	}
-	if hostLinkExists(oci.HostVethName(serverID)) {
+	if hostLinkExists(podnet.HostVethName(serverID)) {
 		t.Fatal("the server's veth is left on the node")
 	}
 	if st := mustStatus(t, node); len(st.Pods) != 0 {

@@ -7,17 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/netns"
+	"github.com/ztcn/ztcn/internal/runtime/podnet"
 )
 
 // Stage is an OCI hook point the hook handles.
@@ -68,10 +66,8 @@ func StageOf(st *specs.State) (Stage, error) {
 type Hook struct {
 	// Control is the agent's control API.
 	Control *control.Client
-	// Network is where containers without a network are attached.
-	Network config.Network
-	// StateDir is agent.state_dir; address grants live below it.
-	StateDir string
+	// Network gives containers without a network one.
+	Network *podnet.Attacher
 }
 
 // Result says what CreateRuntime did.
@@ -83,10 +79,6 @@ type Result struct {
 	// Skipped explains why the container was left alone: it uses the
 	// node's network, or joins a pod already registered.
 	Skipped string
-}
-
-func (h *Hook) ipam() *ipam {
-	return newIPAM(filepath.Join(h.StateDir, "ipam", h.Network.Bridge), h.Network.PodCIDR)
 }
 
 // CreateRuntime registers the container and returns once it is secured.
@@ -121,73 +113,18 @@ func (h *Hook) CreateRuntime(ctx context.Context, st *specs.State) (Result, erro
 		return Result{Skipped: "it shares the network namespace of workload " + owner}, err
 	}
 
-	in, err := netns.NewHandle(ns)
-	if err != nil {
-		return Result{}, err
-	}
-	pod.IPs, err = addresses(in)
-	in.Close()
-	if err != nil {
-		return Result{}, fmt.Errorf("container %s: addresses: %w", st.ID, err)
-	}
 	var res Result
-	if len(pod.IPs) == 0 {
-		addr, err := h.connect(ns, st.ID)
-		if err != nil {
-			return Result{}, fmt.Errorf("container %s: network: %w", st.ID, err)
-		}
-		pod.IPs, res.Connected = []netip.Addr{addr}, true
+	if pod.IPs, res.Connected, err = h.Network.Ensure(ns, st.ID); err != nil {
+		return Result{}, fmt.Errorf("container %s: %w", st.ID, err)
 	}
-	res.Pod, err = h.Control.RunPod(ctx, pod)
-	if err != nil {
+	if res.Pod, err = h.Control.RunPod(ctx, pod); err != nil {
 		err = fmt.Errorf("container %s: the ztcn agent did not secure it: %w", st.ID, err)
 		if res.Connected {
-			err = errors.Join(err, h.disconnect(st.ID))
+			err = errors.Join(err, h.Network.Disconnect(st.ID))
 		}
 		return Result{}, err
 	}
 	return res, nil
-}
-
-// connect attaches ns to the node bridge with a new address.
-func (h *Hook) connect(ns *netns.NS, id string) (netip.Addr, error) {
-	m := h.ipam()
-	addr, err := m.allocate(id)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	err = onNode(func(host *netns.Handle) error {
-		if err := ensureBridge(host, h.Network.Bridge, m.gateway()); err != nil {
-			return err
-		}
-		return connect(host, ns, id, h.Network.Bridge, addr, m.gateway().Addr())
-	})
-	if err != nil {
-		return netip.Addr{}, errors.Join(err, m.release(id))
-	}
-	return addr.Addr(), nil
-}
-
-// disconnect removes the container's veth and returns its address.
-func (h *Hook) disconnect(id string) error {
-	err := onNode(func(host *netns.Handle) error { return disconnect(host, id) })
-	return errors.Join(err, h.ipam().release(id))
-}
-
-// onNode runs fn with a netlink handle in the node's network namespace, the
-// one the hook runs in.
-func onNode(fn func(*netns.Handle) error) error {
-	ns, err := netns.Open("/proc/self/ns/net")
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	h, err := netns.NewHandle(ns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	return fn(h)
 }
 
 // Poststop deregisters the container (the agent revokes its SVID) and
@@ -205,7 +142,7 @@ func (h *Hook) Poststop(ctx context.Context, st *specs.State) error {
 			err = fmt.Errorf("container %s: deregister: %w", st.ID, err)
 		}
 	}
-	return errors.Join(err, h.disconnect(st.ID))
+	return errors.Join(err, h.Network.Disconnect(st.ID))
 }
 
 // registeredOwner returns the UID of a registered workload whose network

@@ -3,11 +3,7 @@ package oci
 import (
 	"errors"
 	"fmt"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -108,68 +104,3 @@ func TestReadStateAndStage(t *testing.T) {
 	}
 }
 
-func TestIPAMGrantsEachAddressOnce(t *testing.T) {
-	m := newIPAM(t.TempDir(), netip.MustParsePrefix("10.89.0.0/29"))
-	if m.gateway().String() != "10.89.0.1/29" {
-		t.Fatalf("gateway %s", m.gateway())
-	}
-	// A /29 has 8 addresses: network, gateway and broadcast leave 5.
-	var wg sync.WaitGroup
-	got := make([]netip.Prefix, 6)
-	errs := make([]error, 6)
-	for i := range got {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i], errs[i] = m.allocate(fmt.Sprintf("c%d", i))
-		}()
-	}
-	wg.Wait()
-	seen := map[netip.Addr]bool{}
-	failed := 0
-	for i, p := range got {
-		if errs[i] != nil {
-			failed++
-			if !strings.Contains(errs[i].Error(), "no free address left in 10.89.0.0/29") {
-				t.Fatalf("error: %v", errs[i])
-			}
-			continue
-		}
-		if seen[p.Addr()] || !m.usable(p.Addr()) || p.Bits() != 29 {
-			t.Fatalf("granted %s twice or unusable: %v", p, got)
-		}
-		seen[p.Addr()] = true
-	}
-	if failed != 1 || len(seen) != 5 {
-		t.Fatalf("%d grants, %d failures: %v %v", len(seen), failed, got, errs)
-	}
-	// Asking again returns the same grant.
-	again, err := m.allocate("c0")
-	if err != nil || (errs[0] == nil && again != got[0]) {
-		t.Fatalf("repeat allocate: %v %v (first %v)", again, err, got[0])
-	}
-}
-
-func TestIPAMReleaseAndRoundRobin(t *testing.T) {
-	dir := t.TempDir()
-	m := newIPAM(dir, netip.MustParsePrefix("10.89.0.0/24"))
-	a, _ := m.allocate("a")
-	b, _ := m.allocate("b")
-	if a.Addr().String() != "10.89.0.2" || b.Addr().String() != "10.89.0.3" {
-		t.Fatalf("first grants %s %s", a, b)
-	}
-	if err := m.release("a"); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.release("a"); err != nil {
-		t.Fatalf("second release: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "10.89.0.2")); !os.IsNotExist(err) {
-		t.Fatalf("grant file still there: %v", err)
-	}
-	// A released address is not handed out again at once.
-	c, _ := m.allocate("c")
-	if c.Addr().String() != "10.89.0.4" {
-		t.Fatalf("after release got %s, want the next address 10.89.0.4", c)
-	}
-}

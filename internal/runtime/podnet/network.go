@@ -1,4 +1,4 @@
-package oci
+package podnet
 
 import (
 	"crypto/sha256"
