@@ -79,6 +79,7 @@ carried over mutual TLS and allowed only by policy.`,
 		newPodExecCommand(),
 		newAuditCommand(),
 		newOCIHookCommand(),
+		newNRICommand(),
 	)
 	return root
 }

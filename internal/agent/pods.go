@@ -262,7 +262,7 @@ func (a *Agent) podStatuses() []control.PodStatus {
 func (a *Agent) podStatusLocked(p workload.Pod) control.PodStatus {
 	st := control.PodStatus{
 		UID: p.UID, Name: p.Name, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount,
-		Labels: p.Labels, IPs: p.IPs, NetnsPath: p.NetnsPath,
+		Labels: p.Labels, IPs: p.IPs, NetnsPath: p.NetnsPath, Runtime: p.Runtime,
 		Redirection: control.Redirection{State: control.RedirectionNotAttached},
 	}
 	if svid, ok := a.identities.SVID(p.UID); ok {
@@ -306,7 +306,8 @@ func podIPv4(p workload.Pod) (netip.Addr, error) {
 // samePod says whether two registrations are the same pod.
 func samePod(a, b workload.Pod) bool {
 	return a.NetnsPath == b.NetnsPath && slices.Equal(a.IPs, b.IPs) && a.Namespace == b.Namespace &&
-		a.Name == b.Name && a.ServiceAccount == b.ServiceAccount && maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Ports, b.Ports)
+		a.Name == b.Name && a.ServiceAccount == b.ServiceAccount && maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Ports, b.Ports) &&
+		a.Runtime == b.Runtime
 }
 
 // controlBackend serves the control API from the agent.

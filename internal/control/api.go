@@ -81,8 +81,10 @@ type PodStatus struct {
 	Labels         map[string]string `json:"labels,omitempty"`
 	IPs            []netip.Addr      `json:"ips,omitempty"`
 	NetnsPath      string            `json:"netns_path"`
-	SPIFFEID       string            `json:"spiffe_id"`
-	CertNotAfter   time.Time         `json:"cert_not_after"`
+	// Runtime is the adapter that registered the pod (workload.Pod.Runtime).
+	Runtime      string    `json:"runtime,omitempty"`
+	SPIFFEID     string    `json:"spiffe_id"`
+	CertNotAfter time.Time `json:"cert_not_after"`
 	// Redirection is the health of the pod's in-pod redirection.
 	Redirection Redirection `json:"redirection"`
 }

@@ -33,6 +33,10 @@ type Pod struct {
 	IPs       []netip.Addr `json:"ips,omitempty"`
 	// Ports are the pod's named ports (name → port number).
 	Ports map[string]uint16 `json:"ports,omitempty"`
+	// Runtime names the adapter that registered the pod ("oci-hook",
+	// "nri", "ztcn-up"), so that an adapter reconciling after a restart
+	// removes only the pods it owns.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // Clone returns a deep copy, so a record handed out cannot change the registry.

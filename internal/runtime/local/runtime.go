@@ -364,7 +364,7 @@ func (r *Runtime) attachPod(ctx context.Context, pp PodPlan) error {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	st, err := r.agentOf(pp.Node).RunPod(rctx, workload.Pod{
 		UID: uid, Name: spec.Name, Namespace: spec.Namespace, ServiceAccount: spec.ServiceAccount,
-		Labels: spec.Labels, NetnsPath: p.NS.Path(), IPs: []netip.Addr{pp.Addr.Addr()}, Ports: ports,
+		Labels: spec.Labels, NetnsPath: p.NS.Path(), IPs: []netip.Addr{pp.Addr.Addr()}, Ports: ports, Runtime: "ztcn-up",
 	})
 	cancel()
 	if err != nil {

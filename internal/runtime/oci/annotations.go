@@ -32,6 +32,9 @@ const (
 	annotationCRIOContainerType = "io.kubernetes.cri-o.ContainerType"
 )
 
+// Runtime is the workload.Pod.Runtime of the containers the hook registers.
+const Runtime = "oci-hook"
+
 // Defaults for a container that carries no identity annotations.
 const (
 	DefaultNamespace      = "default"
@@ -54,6 +57,7 @@ func PodFromState(st *specs.State) (workload.Pod, error) {
 	a := st.Annotations
 	pod := workload.Pod{
 		UID:            st.ID,
+		Runtime:        Runtime,
 		Namespace:      first(a[AnnotationNamespace], a[annotationKubeNamespace], DefaultNamespace),
 		Name:           first(a[AnnotationName], a[annotationKubeName], shortID(st.ID)),
 		ServiceAccount: first(a[AnnotationServiceAccount], DefaultServiceAccount),

@@ -103,4 +103,3 @@ func TestReadStateAndStage(t *testing.T) {
 		}
 	}
 }
-
