@@ -115,7 +115,7 @@ func (r *nriRuntime) newSandbox(name, app string) *adaptation.PodSandbox {
 	uid := unique("uid-" + name)
 	return &adaptation.PodSandbox{
 		Id: unique("sandbox"), Name: name, Uid: uid, Namespace: "shop",
-		Labels: map[string]string{"app": app, "io.kubernetes.pod.name": name},
+		Labels:      map[string]string{"app": app, "io.kubernetes.pod.name": name},
 		Annotations: map[string]string{"ztcn.io/service-account": name},
 		Linux: &adaptation.LinuxPodSandbox{Namespaces: []*adaptation.LinuxNamespace{
 			{Type: "network", Path: filepath.Join(netns.RunDir, nsName)},

@@ -32,6 +32,14 @@ e2e_die() {
 	exit 1
 }
 
+e2e_arch() {
+	case $(uname -m) in
+	x86_64) echo amd64 ;;
+	aarch64) echo arm64 ;;
+	*) uname -m ;;
+	esac
+}
+
 e2e_need_root() { [ "$(id -u)" = 0 ] || e2e_die "must run as root"; }
 
 # e2e_bindir COMPONENT: where build.sh puts that component's binaries.
@@ -325,7 +333,7 @@ e2e_start_containerd() {
 	nri_dir=$(dirname "$E2E_NRI_SOCKET")
 	if [ -S "$E2E_NRI_SOCKET" ]; then
 		# A socket someone listens on belongs to another containerd.
-		if ss -xlH 2>/dev/null | awk '{print $5}' | grep -qxF "$(readlink -f "$E2E_NRI_SOCKET")"; then
+		if ss -xlH 2>/dev/null | awk '{print $5}' | grep -qxF -e "$E2E_NRI_SOCKET" -e "$(readlink -f "$E2E_NRI_SOCKET")"; then
 			e2e_log "NRI socket $E2E_NRI_SOCKET is in use by another runtime: set ZTCN_E2E_NRI_SOCKET"
 			return 1
 		fi
@@ -350,7 +358,7 @@ e2e_import_images() {
 	local dir t
 	dir=$("$E2E_DIR/images.sh" build) || return 1
 	for t in "$dir"/*.tar; do
-		e2e_ctr -n k8s.io images import --platform "linux/$(go env GOARCH 2>/dev/null || echo amd64)" "$t" >/dev/null || {
+		e2e_ctr -n k8s.io images import --platform "linux/$(e2e_arch)" "$t" >/dev/null || {
 			e2e_log "ctr images import $t failed"
 			return 1
 		}
