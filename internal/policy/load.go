@@ -35,6 +35,11 @@ const maxPolicyFileSize = 16 << 20
 // NetworkPolicy. It returns the Set and every problem found; the Set is
 // usable only if no diagnostic is an error.
 func Load(paths ...string) (*Set, Diagnostics) {
+	return loadWithDocuments(paths, nil)
+}
+
+// readDocuments reads and splits the documents of every file of paths.
+func readDocuments(paths []string) (Diagnostics, []document) {
 	var diags Diagnostics
 	var docs []document
 	for _, path := range paths {
@@ -54,10 +59,7 @@ func Load(paths ...string) (*Set, Diagnostics) {
 			docs = append(docs, d...)
 		}
 	}
-	set, more := compileDocuments(docs)
-	diags = append(diags, more...)
-	diags.Sort()
-	return set, diags
+	return diags, docs
 }
 
 // LoadBytes parses one file's content; name is used in positions.

@@ -173,6 +173,7 @@ type Watcher struct {
 	lint         func(*Set) Diagnostics
 	onReload     func(ReloadResult)
 	onWatchError func(error)
+	sources      []Source
 
 	// current is the only thing the hot path reads.
 	current atomic.Pointer[Snapshot]
@@ -250,7 +251,7 @@ func (w *Watcher) reload(force bool) ReloadResult {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 
-	sum, empty := digestInputs(w.paths)
+	sum, empty, extra := w.digest()
 	if !force && sum == w.triedSum {
 		return ReloadResult{}
 	}
@@ -266,18 +267,18 @@ func (w *Watcher) reload(force bool) ReloadResult {
 			w.triedSum = sum
 			return w.report(ReloadResult{Version: cur.Version, OK: true, Diagnostics: cur.Warnings})
 		}
-		set, diags = Load(w.paths...)
+		set, diags = loadWithDocuments(w.paths, extra)
 		// Load reads the files again, and with several files (a directory)
 		// a writer can change some between our digest and Load, or between
 		// two files. Read until the digest before and after agree, so the
 		// digest recorded is the content loaded; if the input keeps
 		// changing, keep the older digest, so the next event or poll sees a
 		// difference and loads again.
-		after, emptyAfter := digestInputs(w.paths)
+		after, emptyAfter, extraAfter := w.digest()
 		if after == sum || attempt == stableReadAttempts {
 			break
 		}
-		sum, empty = after, emptyAfter
+		sum, empty, extra = after, emptyAfter, extraAfter
 	}
 	w.triedSum = sum
 
@@ -344,12 +345,21 @@ func (w *Watcher) watchError(err error) {
 	}
 }
 
-// digestInputs hashes what Load would read: for each path, the names and
-// contents of its files (or why they cannot be read, so that a deleted file
-// is a change too). It also returns the files holding nothing but white
-// space.
-func digestInputs(paths []string) (sum [sha256.Size]byte, empty []string) {
+// digest hashes every input: the files and the sources' documents, which it
+// returns, so that what is compiled is what was hashed.
+func (w *Watcher) digest() (sum [sha256.Size]byte, empty []string, docs []Document) {
 	h := sha256.New()
+	empty = digestFiles(h, w.paths)
+	docs = sourceDocuments(w.sources)
+	digestDocuments(h, docs)
+	h.Sum(sum[:0])
+	return sum, empty, docs
+}
+
+// digestFiles hashes what Load would read: for each path, the names and
+// contents of its files (or why they cannot be read, so that a deleted file
+// is a change too). It returns the files holding nothing but white space.
+func digestFiles(h io.Writer, paths []string) (empty []string) {
 	for _, p := range paths {
 		fmt.Fprintf(h, "path %q\n", p)
 		files, err := policyFiles(p)
@@ -369,8 +379,7 @@ func digestInputs(paths []string) (sum [sha256.Size]byte, empty []string) {
 			}
 		}
 	}
-	h.Sum(sum[:0])
-	return sum, empty
+	return empty
 }
 
 func digestFile(path string) (sum [sha256.Size]byte, blank bool, err error) {
@@ -450,6 +459,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	debounce.Stop()
 	defer debounce.Stop()
 
+	sourceChanged := mergeChanged(ctx, w.sources)
+
 	// A change between NewWatcher's load and the watches above would
 	// otherwise wait for the next poll.
 	w.reloadIfChanged()
@@ -479,6 +490,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 				debounce.Reset(w.debounce)
 			}
 			w.watchError(fmt.Errorf("policy: watch policy files: %w", err))
+		case <-sourceChanged:
+			// Objects of an API often change in bursts (kubectl apply -f
+			// of a directory): one reload for the burst.
+			debounce.Reset(w.debounce)
 		case <-debounce.C:
 			w.reloadIfChanged()
 			if fw != nil {
