@@ -12,12 +12,14 @@ import (
 
 	"github.com/ztcn/ztcn/internal/agent"
 	"github.com/ztcn/ztcn/internal/config"
+	"github.com/ztcn/ztcn/internal/kube"
 )
 
 func newAgentCommand() *cobra.Command {
 	var (
 		configPath, adminAddress string
 		dev, dataPlane           bool
+		k8s                      kubeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "agent [--config runtime.toml] [--dev]",
@@ -47,12 +49,25 @@ traffic is refused (fail closed), and a restarted agent re-attaches them.`,
 				cfg.Telemetry.AdminAddress = adminAddress
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			a, err := agent.New(agent.Options{Config: cfg, Dev: dev, Logger: log, DataPlane: dataPlane})
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			opts := agent.Options{Config: cfg, Dev: dev, Logger: log, DataPlane: dataPlane}
+			client, err := k8s.client()
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			if client != nil {
+				nps, err := kube.WatchNetworkPolicies(ctx, client, informerSyncTimeout)
+				if err != nil {
+					return err
+				}
+				opts.PolicySources = append(opts.PolicySources, agent.PolicySource{Name: "kubernetes:networkpolicies", Source: nps})
+				log.Info("NetworkPolicies from the Kubernetes API join the policy", "count", len(nps.Documents()))
+			}
+			a, err := agent.New(opts)
+			if err != nil {
+				return err
+			}
 			// ZTCN_CPUPROFILE=file profiles the agent until it stops: for
 			// performance work on a live node, not for production.
 			if path := os.Getenv("ZTCN_CPUPROFILE"); path != "" {
@@ -73,5 +88,6 @@ traffic is refused (fail closed), and a restarted agent re-attaches them.`,
 	cmd.Flags().BoolVar(&dev, "dev", false, "development mode: in-memory root CA, no files needed")
 	cmd.Flags().BoolVar(&dataPlane, "dataplane", true, "intercept and secure the registered pods' traffic (false: issue identities only)")
 	cmd.Flags().StringVar(&adminAddress, "admin-address", "", "override telemetry.admin_address (host:port)")
+	k8s.register(cmd, "add the cluster's NetworkPolicy objects to the policy, following their changes")
 	return cmd
 }

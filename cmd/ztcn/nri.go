@@ -10,12 +10,14 @@ import (
 
 	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
+	"github.com/ztcn/ztcn/internal/kube"
 	"github.com/ztcn/ztcn/internal/runtime/nri"
 	"github.com/ztcn/ztcn/internal/runtime/podnet"
 )
 
 func newNRICommand() *cobra.Command {
-	var configPath string
+	var configPath, nodeName string
+	var k8s kubeFlags
 	opts := nri.Options{}
 	cmd := &cobra.Command{
 		Use:   "nri [--config runtime.toml] [--socket /var/run/nri/nri.sock]",
@@ -48,6 +50,22 @@ the containerd configuration.`,
 				Network: &podnet.Attacher{Network: cfg.Network, StateDir: cfg.Agent.StateDir},
 				Log:     log,
 			}
+			client, err := k8s.client()
+			if err != nil {
+				return err
+			}
+			if client != nil {
+				if err := cfg.ResolveNodeName(); err != nil {
+					return err
+				}
+				node := nodeNameFrom(nodeName, cfg.Agent.NodeName)
+				pods, err := kube.WatchPods(ctx, client, node, informerSyncTimeout)
+				if err != nil {
+					return err
+				}
+				p.Metadata = pods
+				log.Info("pod service accounts and labels come from the Kubernetes API", "node", node)
+			}
 			return p.Run(ctx, opts)
 		},
 	}
@@ -55,5 +73,7 @@ the containerd configuration.`,
 	cmd.Flags().StringVar(&opts.Socket, "socket", "/var/run/nri/nri.sock", "the runtime's NRI socket")
 	cmd.Flags().StringVar(&opts.Name, "plugin-name", "ztcn", "plugin name (as a required-plugins list names it)")
 	cmd.Flags().StringVar(&opts.Index, "plugin-index", "10", "plugin index: the runtime calls plugins in index order")
+	cmd.Flags().StringVar(&nodeName, "node-name", "", "this node's name in the cluster (default: $NODE_NAME, else agent.node_name, else the hostname)")
+	k8s.register(cmd, "read each pod's service account and labels from the Kubernetes API")
 	return cmd
 }

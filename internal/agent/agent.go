@@ -39,17 +39,27 @@ type Options struct {
 	// its traffic. Without it the agent only issues identities: the mode
 	// for tests and for nodes where another layer carries the traffic.
 	DataPlane bool
+	// PolicySources add policy from outside policy.config_path (the
+	// Kubernetes API's NetworkPolicies) to the same index.
+	PolicySources []PolicySource
+}
+
+// PolicySource is a policy.Source with a name for `ztcn status`.
+type PolicySource struct {
+	Name string
+	policy.Source
 }
 
 // Agent is the node agent.
 type Agent struct {
-	cfg         *config.Config
-	log         *slog.Logger
-	registry    *workload.Registry
-	bundles     *identity.Bundles
-	revocations *identity.Revocations
-	identities  *identity.Manager
-	federation  []identity.Federation
+	cfg           *config.Config
+	policySources []PolicySource
+	log           *slog.Logger
+	registry      *workload.Registry
+	bundles       *identity.Bundles
+	revocations   *identity.Revocations
+	identities    *identity.Manager
+	federation    []identity.Federation
 	// policy reloads the policy files live; nil in dev mode without a
 	// policy file, where the empty (default-deny) policy in fixed applies.
 	policy    *policy.Watcher
@@ -160,6 +170,7 @@ func New(opts Options) (*Agent, error) {
 	if _, err := authorities.For(td); err != nil {
 		return nil, err
 	}
+	a.policySources = opts.PolicySources
 	if err := a.loadPolicy(opts.Dev); err != nil {
 		return nil, err
 	}
@@ -223,7 +234,7 @@ func (a *Agent) auditStats() telemetry.AuditStats {
 func (a *Agent) loadPolicy(dev bool) error {
 	path := a.cfg.Policy.ConfigPath
 	mode := policy.IsolationMode(a.cfg.Policy.Isolation)
-	if _, err := os.Stat(path); err != nil && dev {
+	if _, err := os.Stat(path); err != nil && dev && len(a.policySources) == 0 {
 		ix, err := policy.Compile(&policy.Set{}, mode)
 		if err != nil {
 			return err
@@ -232,7 +243,11 @@ func (a *Agent) loadPolicy(dev bool) error {
 		a.log.Warn("no policy file; every flow is denied (dev mode)", "path", path)
 		return nil
 	}
-	w, err := policy.NewWatcher([]string{path}, mode,
+	var sources []policy.WatcherOption
+	for _, src := range a.policySources {
+		sources = append(sources, policy.WithSource(src.Source))
+	}
+	w, err := policy.NewWatcher([]string{path}, mode, append(sources,
 		policy.WithLinter(policy.Lint),
 		policy.WithOnReload(func(r policy.ReloadResult) {
 			if r.Changed || !r.OK {
@@ -254,7 +269,7 @@ func (a *Agent) loadPolicy(dev bool) error {
 			default:
 				a.lastPolicyErr.Store(nil)
 			}
-		}))
+		}))...)
 	if err != nil {
 		return fmt.Errorf("agent: policy: %w", err)
 	}
@@ -470,6 +485,9 @@ func (a *Agent) Status() control.Status {
 	}
 	if a.policy != nil {
 		st.Policy.Paths = []string{a.cfg.Policy.ConfigPath}
+		for _, src := range a.policySources {
+			st.Policy.Paths = append(st.Policy.Paths, src.Name)
+		}
 	}
 	if e := a.lastPolicyErr.Load(); e != nil {
 		st.Policy.LastError = *e
