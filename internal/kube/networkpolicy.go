@@ -64,7 +64,7 @@ func (s *NetworkPolicies) put(obj any) {
 	// YAML. Only what decides traffic is kept (no managedFields, status).
 	data, err := json.Marshal(struct {
 		metav1.TypeMeta `json:",inline"`
-		Metadata        metav1.ObjectMeta             `json:"metadata"`
+		Metadata        metav1.ObjectMeta              `json:"metadata"`
 		Spec            networkingv1.NetworkPolicySpec `json:"spec"`
 	}{
 		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},

@@ -54,6 +54,7 @@ down() {
 	e2e_kill_cgroup_procs "$E2E_CGROUP_PARENT"
 	e2e_unmount_all
 	e2e_cleanup_network
+	e2e_cleanup_shim_sockets
 	e2e_cleanup_nri
 	e2e_restore_sysctls
 	rm -rf "$E2E_RUN"

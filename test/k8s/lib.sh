@@ -113,7 +113,7 @@ e2e_pid() {
 	[ -f "$f" ] || return 1
 	pid=$(cat "$f")
 	[ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$E2E_RUN" || return 1
+	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$E2E_RUN" || return 1
 	echo "$pid"
 }
 
@@ -148,13 +148,13 @@ e2e_kill_strays() {
 		p=${p#/proc/}
 		[ "$p" = $$ ] && continue
 		[ "$p" = "$BASHPID" ] && continue
-		if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$E2E_RUN/"; then
+		if tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$E2E_RUN/"; then
 			pids+=("$p")
 		fi
 	done
 	[ ${#pids[@]} -eq 0 ] && return 0
 	for p in "${pids[@]}"; do
-		e2e_log "killing stray pid $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-150)"
+		e2e_log "killing stray pid $p: $(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-150)"
 		kill -KILL "$p" 2>/dev/null || true
 	done
 	sleep 0.5
@@ -291,6 +291,7 @@ state = '$E2E_CTRD_DIR/state'
         runtime_type = 'io.containerd.runc.v2'
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
           BinaryName = '$RUNC'
+          Root = '$E2E_CTRD_DIR/runc'
           SystemdCgroup = false
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['$(e2e_bindir cni)']
@@ -344,6 +345,8 @@ e2e_start_containerd() {
 		echo "$nri_dir" >"$E2E_RUN/nri-dir-created"
 	}
 	echo "$E2E_NRI_SOCKET" >"$E2E_RUN/nri-socket"
+	[ -d /run/containerd ] || touch "$E2E_RUN/run-containerd-created"
+	[ -d /var/lib/cni ] || touch "$E2E_RUN/var-lib-cni-created" # libcni's result cache
 	e2e_start containerd env PATH="$(e2e_bindir containerd):$(dirname "$RUNC"):/usr/sbin:/usr/bin:/sbin:/bin" \
 		"$(e2e_bindir containerd)/containerd" --config "$E2E_CTRD_DIR/config.toml"
 	e2e_wait 30 "containerd socket" e2e_ctr version || return 1
@@ -435,7 +438,30 @@ e2e_cleanup_network() {
 	fi
 	net="ztcn-e2e-$(basename "$E2E_RUN")"
 	rm -f /var/lib/cni/results/"$net"-* 2>/dev/null
+	# containerd's loopback network caches results per sandbox id.
+	for id in $(ls "$E2E_CTRD_DIR"/{root,state}/io.containerd.grpc.v1.cri/sandboxes 2>/dev/null | sort -u); do
+		rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null
+	done
+	if [ -f "$E2E_RUN/var-lib-cni-created" ]; then
+		rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+	fi
 	return 0
+}
+
+# e2e_cleanup_shim_sockets: containerd 2.x shims always put their sockets in
+# /run/containerd/s (not under the configured state dir); a killed shim leaves
+# its socket behind. Remove the ones nobody listens on, and the directories
+# if this run created them.
+e2e_cleanup_shim_sockets() {
+	local s listening
+	listening=$(ss -xlH 2>/dev/null | awk '{print $5}')
+	for s in /run/containerd/s/*; do
+		[ -S "$s" ] || continue
+		grep -qxF "$s" <<<"$listening" || rm -f "$s"
+	done
+	if [ -f "$E2E_RUN/run-containerd-created" ]; then
+		rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+	fi
 }
 
 # e2e_cleanup_nri: the NRI socket (and its directory if the run made it).
