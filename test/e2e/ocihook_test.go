@@ -73,6 +73,17 @@ func deleteHostLink(t *testing.T, name string) {
 	}
 }
 
+// hostNS is the test process's own network namespace (the node's).
+func hostNS(t *testing.T) *netns.NS {
+	t.Helper()
+	host, err := netns.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close() })
+	return host
+}
+
 func hostLinkExists(name string) bool {
 	_, err := os.Stat(filepath.Join("/sys/class/net", name))
 	return err == nil
@@ -275,12 +286,7 @@ func TestOCIHookRunc(t *testing.T) {
 	// so the client speaks HTTP through nc.
 	get := []string{"sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 %s 8080`, server.IPs[0])}
 
-	host, err := netns.Open("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	stop := capture(t, host, podnet.HostVethName(serverID))
+	stop := capture(t, hostNS(t), podnet.HostVethName(serverID))
 	out, err := r.run(unique("ztcn-client"), ociAnnotations("client", "client"), get...)
 	wire := stop()
 	if err != nil || !strings.Contains(out, ociMarker) {
@@ -463,12 +469,7 @@ func TestOCIHookPodman(t *testing.T) {
 	}
 	get := []string{"/bin/sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 %s 8080`, server.IPs[0])}
 
-	host, err := netns.Open("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	stop := capture(t, host, podnet.HostVethName(serverID))
+	stop := capture(t, hostNS(t), podnet.HostVethName(serverID))
 	out, err = p.run([]string{"--rm"}, ociAnnotations("client", "client"), get...)
 	wire := stop()
 	if err != nil || !strings.Contains(out, ociMarker) {
