@@ -10,7 +10,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 # Package patterns for the default suite; long benchmarks live in bench/.
 PKGS        ?= ./...
 
-.PHONY: all build test lint vet staticcheck bench bench-quick bench-go conformance security fmt clean
+.PHONY: all build test lint vet staticcheck bench bench-quick bench-go conformance security e2e-k8s fmt clean
 
 all: build
 
@@ -44,6 +44,14 @@ bench-quick:
 # Go benchmarks of the hot paths, each beside its baseline.
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+
+# ztcn on a real single-node Kubernetes 1.34 built from source (test/k8s:
+# etcd, apiserver, controller-manager, scheduler, kubelet, kube-proxy,
+# containerd 2.1 with NRI, bridge CNI), deployed with deploy/kubernetes/.
+# Root; the binaries are built once into /var/cache/ztcn-e2e (~7 min cold).
+e2e-k8s:
+	bash test/k8s/build.sh
+	ZTCN_E2E_K8S=1 $(GO) test -count=1 -timeout 20m -run '^TestKubernetes$$' -v ./test/e2e/
 
 # Kubernetes NetworkPolicy conformance (../shared/testdata/netpol), with
 # the number of agreeing pairs and queries printed. Also part of `make test`.
