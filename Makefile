@@ -61,7 +61,7 @@ conformance:
 # The attack and fault suites (tests named Attack* and Fault*, real
 # namespaces, root) as a table: attack/fault -> expected -> seen.
 security:
-	ZTCN_LOAD=1 $(GO) test -json -count=1 -timeout 20m -run 'Attack|Fault' $(PKGS) | $(GO) run ./test/securityreport
+	ZTCN_LOAD=1 $(GO) test -json -count=1 -timeout 20m -run 'Attack|Fault|NRIPlugin' $(PKGS) | $(GO) run ./test/securityreport
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -237,9 +237,9 @@ func TestNRIPluginSecuresPodSandboxes(t *testing.T) {
 	// Fail closed: with the agent down the runtime must not start pods.
 	node.kill(syscall.SIGKILL)
 	late := rt.newSandbox("late", "client")
-	if err := rt.run(late); err == nil {
-		t.Fatal("RunPodSandbox succeeded with the agent down")
-	}
+	err := rt.run(late)
+	secRow(t, "NRI: pod sandbox started while the agent is down", "RunPodSandbox fails (the runtime refuses the pod)",
+		fmt.Sprintf("RunPodSandbox error: %v", err), err != nil)
 	if hostLinkExists(podnet.HostVethName(late.Uid)) {
 		t.Fatal("a refused pod kept the veth the plugin gave it")
 	}
