@@ -3,7 +3,8 @@
 # source, through the Go module proxy, into
 # ${ZTCN_E2E_CACHE:-/var/cache/ztcn-e2e}/<component>-<version>/bin.
 #
-# Components: kubernetes etcd containerd cni crictl images (default: all).
+# Components: kubernetes etcd containerd cni crictl nriprobe images (default:
+# all). nriprobe is a minimal NRI plugin (test/k8s/build/nriprobe).
 # A component is skipped when its directory holds a .complete stamp (written
 # last) whose key matches the current recipe: the version, the Go version and
 # the wrapper module under test/k8s/build/<component>. -f rebuilds anyway.
@@ -18,6 +19,7 @@ if [ "${1:-}" = -f ]; then
 	force=1
 	shift
 fi
+# shellcheck disable=SC2086 # a list of words
 [ $# -gt 0 ] || set -- $E2E_COMPONENTS images
 
 export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
@@ -63,6 +65,9 @@ build_cni() {
 		$p/plugins/main/bridge@$CNI_VERSION $p/plugins/ipam/host-local@$CNI_VERSION \
 		$p/plugins/main/loopback@$CNI_VERSION $p/plugins/meta/portmap@$CNI_VERSION)
 }
+build_nriprobe() {
+	(cd "$E2E_DIR/build/nriprobe" && go build -ldflags "-s -w" -o "$1/nriprobe" .)
+}
 build_crictl() {
 	(cd "$E2E_DIR/build/crictl" && go build -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
 		-o "$1/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
@@ -75,6 +80,7 @@ expected_bins() {
 	containerd) echo containerd ctr containerd-shim-runc-v2 ;;
 	cni) echo bridge host-local loopback portmap ;;
 	crictl) echo crictl ;;
+	nriprobe) echo nriprobe ;;
 	esac
 }
 
@@ -96,7 +102,7 @@ build_one() {
 	dir=$(dirname "$bindir")
 	key=$(recipe_key "$c")
 	if [ $force = 0 ] && [ -f "$dir/.complete" ] && grep -qx "key=$key" "$dir/.complete"; then
-		echo "$c ${dir##*/$c-}: cached (0s) $bindir"
+		echo "$c ${dir##*-}: cached (0s) $bindir"
 		return 0
 	fi
 	start=$(date +%s)
@@ -118,7 +124,7 @@ build_one() {
 	rm -rf "$dir"
 	mv "$tmp/.complete.new" "$tmp/.complete"
 	mv "$tmp" "$dir"
-	echo "$c ${dir##*/$c-}: built in $(($(date +%s) - start))s $bindir"
+	echo "$c ${dir##*-}: built in $(($(date +%s) - start))s $bindir"
 }
 
 total=$(date +%s)
@@ -129,7 +135,7 @@ for c in "$@"; do
 		out=$("$E2E_DIR/images.sh" build)
 		echo "images: ready in $(($(date +%s) - start))s $out"
 		;;
-	kubernetes | etcd | containerd | cni | crictl) build_one "$c" ;;
+	kubernetes | etcd | containerd | cni | crictl | nriprobe) build_one "$c" ;;
 	*) e2e_die "unknown component $c (want: $E2E_COMPONENTS images)" ;;
 	esac
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/k8s/containerd.sh: containerd 2.1 alone (CRI + NRI), for NRI plugin tests.
 #
-#   containerd.sh up [--nri-plugin-dir DIR] [--nri-socket PATH]
+#   containerd.sh up [--nri-plugin-dir DIR] [--nri-config-dir DIR] [--nri-socket PATH]
 #   containerd.sh down
 #   containerd.sh env      print the env file (source it: CONTAINERD_ADDRESS, ...)
 #   containerd.sh status
@@ -10,13 +10,16 @@
 # config.toml, CNI config, crictl.yaml, logs/, env. Pods get addresses from a
 # bridge (${ZTCN_E2E_BRIDGE:-cni-ztcn1}, ${ZTCN_E2E_POD_SUBNET:-10.245.0.0/24}).
 # NRI listens on ${ZTCN_E2E_NRI_SOCKET:-/var/run/nri/nri.sock}; containerd
-# launches plugins found in --nri-plugin-dir at start (named NN-name).
+# launches plugins found in --nri-plugin-dir at start (named NN-NAME, each
+# configured by --nri-config-dir/NN-NAME.conf if present).
 # Pods run with crictl should use cgroup_parent "/$ZTCN_E2E_CGROUP_PARENT" so
 # that down finds their processes after a crash.
 set -euo pipefail
 E2E_WHO=containerd
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+E2E_KIND=containerd
+e2e_settings $E2E_KIND
 
 E2E_RUN=${ZTCN_E2E_RUN:-/run/ztcn-containerd}
 BRIDGE=${ZTCN_E2E_BRIDGE:-cni-ztcn1}
@@ -33,7 +36,11 @@ shift
 while [ $# -gt 0 ]; do
 	case $1 in
 	--nri-plugin-dir)
-		E2E_NRI_PLUGIN_DIR=$(readlink -f "$2")
+		ZTCN_E2E_NRI_PLUGIN_DIR=$(readlink -f "$2")
+		shift 2
+		;;
+	--nri-config-dir)
+		ZTCN_E2E_NRI_CONF_DIR=$(readlink -f "$2")
 		shift 2
 		;;
 	--nri-socket)

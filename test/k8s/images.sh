@@ -36,7 +36,8 @@ images_key() {
 
 # ociimage_tool: the image writer, built once per source version.
 ociimage_tool() {
-	local dir=$E2E_CACHE/images-$(images_key)
+	local dir
+	dir=$E2E_CACHE/images-$(images_key)
 	if [ ! -x "$dir/bin/ociimage" ]; then
 		mkdir -p "$dir/bin"
 		(cd "$E2E_REPO" && go build -ldflags "-s -w" -o "$dir/bin/ociimage.tmp.$$" ./test/k8s/cmd/ociimage) >&2

@@ -8,6 +8,7 @@
 # container processes through the cgroups the run created.
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
 E2E_REPO=$(cd "$E2E_DIR/../.." && pwd)
 E2E_CACHE=${ZTCN_E2E_CACHE:-/var/cache/ztcn-e2e}
 
@@ -17,7 +18,8 @@ ETCD_VERSION=v3.6.16
 CONTAINERD_VERSION=v2.1.5
 CNI_VERSION=v1.9.1
 CRICTL_VERSION=v1.34.0
-E2E_COMPONENTS="kubernetes etcd containerd cni crictl"
+NRIPROBE_VERSION=v0.8.0 # github.com/containerd/nri, as in containerd v2.1.5
+E2E_COMPONENTS="kubernetes etcd containerd cni crictl nriprobe"
 
 # containerd 2.1's default sandbox image (`containerd config default`); the
 # pause image built by images.sh carries this name.
@@ -40,6 +42,35 @@ e2e_arch() {
 	esac
 }
 
+# e2e_settings KIND: clean the environment of containerd.sh / cluster.sh.
+# The scripts pass sockets and configs explicitly, so the client variables a
+# sourced env file exports (CONTAINER_RUNTIME_ENDPOINT, ...) are dropped. A
+# run's env file also exports ZTCN_E2E_* for tests, with ZTCN_E2E_KIND=KIND;
+# a script of another kind drops those it inherited unchanged from that file
+# (a value set since, e.g. ZTCN_E2E_NODE_IP=... on the command line, stays).
+e2e_settings() {
+	local line k v f
+	unset CONTAINER_RUNTIME_ENDPOINT IMAGE_SERVICE_ENDPOINT CRI_CONFIG_FILE CONTAINERD_ADDRESS \
+		CONTAINERD_NAMESPACE KUBECONFIG KUBECACHEDIR
+	if [ -z "${ZTCN_E2E_KIND:-}" ] || [ "$ZTCN_E2E_KIND" = "$1" ]; then
+		return 0
+	fi
+	f=${ZTCN_E2E_RUN:-}/env
+	if [ -f "$f" ]; then
+		while IFS= read -r line; do
+			[[ $line =~ ^export\ (ZTCN_E2E_[A-Z_]+)=\'(.*)\'$ ]] || continue
+			k=${BASH_REMATCH[1]} v=${BASH_REMATCH[2]}
+			[ "$k" = ZTCN_E2E_CACHE ] && continue
+			[ "${!k:-}" = "$v" ] && unset "$k"
+		done <"$f"
+	else # that run is gone: drop them all
+		for k in $(compgen -v ZTCN_E2E_); do
+			[ "$k" = ZTCN_E2E_CACHE ] || unset "$k"
+		done
+	fi
+	unset ZTCN_E2E_KIND
+}
+
 e2e_need_root() { [ "$(id -u)" = 0 ] || e2e_die "must run as root"; }
 
 # e2e_bindir COMPONENT: where build.sh puts that component's binaries.
@@ -51,6 +82,7 @@ e2e_bindir() {
 	containerd) v=$CONTAINERD_VERSION ;;
 	cni) v=$CNI_VERSION ;;
 	crictl) v=$CRICTL_VERSION ;;
+	nriprobe) v=$NRIPROBE_VERSION ;;
 	*) e2e_die "unknown component $1" ;;
 	esac
 	echo "$E2E_CACHE/$1-$v/bin"
@@ -70,12 +102,14 @@ e2e_ensure_built() {
 	[ ${#missing[@]} -eq 0 ] || "$E2E_DIR/build.sh" "${missing[@]}" >&2 || e2e_die "build.sh ${missing[*]} failed"
 }
 
-# e2e_ensure_host_tools: runc (Debian) and nft (kube-proxy's nftables mode).
+# e2e_ensure_host_tools: runc (Debian), nft (kube-proxy's nftables mode),
+# openssl (cluster certificates), jq.
 e2e_ensure_host_tools() {
 	local pkgs=()
 	[ -x "$RUNC" ] || pkgs+=(runc)
 	command -v nft >/dev/null || [ -x /usr/sbin/nft ] || pkgs+=(nftables)
 	command -v openssl >/dev/null || pkgs+=(openssl)
+	command -v jq >/dev/null || pkgs+=(jq)
 	[ ${#pkgs[@]} -eq 0 ] && return 0
 	e2e_log "installing ${pkgs[*]} with apt-get"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >&2 ||
@@ -119,38 +153,54 @@ e2e_pid() {
 
 e2e_alive() { e2e_pid "$1" >/dev/null; }
 
-# e2e_stop NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 10).
+# e2e_stop [-t SECONDS] NAME...: SIGTERM the daemons together, then SIGKILL
+# those still alive after SECONDS (default 10).
 e2e_stop() {
-	local name=$1 wait=${2:-10} pid i
-	pid=$(e2e_pid "$name") || {
-		rm -f "$E2E_RUN/pids/$name.pid"
-		return 0
-	}
-	kill -TERM "$pid" 2>/dev/null || true
+	local wait=10 name pid i alive
+	local -A stopping=()
+	if [ "$1" = -t ]; then
+		wait=$2
+		shift 2
+	fi
+	for name in "$@"; do
+		if pid=$(e2e_pid "$name"); then
+			stopping[$name]=$pid
+			kill -TERM "$pid" 2>/dev/null || true
+		else
+			rm -f "$E2E_RUN/pids/$name.pid"
+		fi
+	done
 	for ((i = 0; i < wait * 10; i++)); do
-		[ -d "/proc/$pid" ] || break
+		alive=0
+		for pid in "${stopping[@]}"; do [ -d "/proc/$pid" ] && alive=1; done
+		[ $alive = 0 ] && break
 		sleep 0.1
 	done
-	if [ -d "/proc/$pid" ]; then
-		e2e_log "$name (pid $pid) ignored SIGTERM for ${wait}s: SIGKILL"
-		kill -KILL "$pid" 2>/dev/null || true
-		sleep 0.2
-	fi
-	rm -f "$E2E_RUN/pids/$name.pid"
-	e2e_log "stopped $name"
+	for name in "${!stopping[@]}"; do
+		pid=${stopping[$name]}
+		if [ -d "/proc/$pid" ]; then
+			e2e_log "$name (pid $pid) ignored SIGTERM for ${wait}s: SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		rm -f "$E2E_RUN/pids/$name.pid"
+		e2e_log "stopped $name"
+	done
 }
 
 # e2e_kill_strays: SIGKILL every process whose command line names the run
-# directory (daemons whose pid file was lost, containerd shims).
+# directory (daemons whose pid file was lost, containerd shims) or is an NRI
+# plugin containerd launched from the run's plugin dir.
 e2e_kill_strays() {
-	local p pids=()
+	local p pids=() plugins=/nonexistent cmd
+	[ -f "$E2E_RUN/nri-plugin-dir" ] && plugins=$(cat "$E2E_RUN/nri-plugin-dir")
 	for p in /proc/[0-9]*; do
 		p=${p#/proc/}
 		[ "$p" = $$ ] && continue
 		[ "$p" = "$BASHPID" ] && continue
-		if tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$E2E_RUN/"; then
-			pids+=("$p")
-		fi
+		cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
+		case $cmd in
+		*"$E2E_RUN/"* | "$plugins/"*) pids+=("$p") ;;
+		esac
 	done
 	[ ${#pids[@]} -eq 0 ] && return 0
 	for p in "${pids[@]}"; do
@@ -160,12 +210,24 @@ e2e_kill_strays() {
 	sleep 0.5
 }
 
-# e2e_wait SECONDS WHAT CMD...: retry CMD every 0.2s until it succeeds.
+# e2e_wait SECONDS WHAT CMD...: retry CMD every 0.2 s until it succeeds or
+# SECONDS have passed (a try of an external command is cut at 10 s; shell
+# functions must bound their own tries). With E2E_WAIT_DAEMON=NAME, give up as
+# soon as that daemon has exited.
 e2e_wait() {
-	local secs=$1 what=$2 i
+	local secs=$1 what=$2 deadline
 	shift 2
-	for ((i = 0; i < secs * 5; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
+	deadline=$((SECONDS + secs))
+	while [ $SECONDS -lt $deadline ]; do
+		if declare -F "$1" >/dev/null; then
+			"$@" >/dev/null 2>&1 && return 0
+		else
+			timeout 10 "$@" >/dev/null 2>&1 && return 0
+		fi
+		if [ -n "${E2E_WAIT_DAEMON:-}" ] && ! e2e_alive "$E2E_WAIT_DAEMON"; then
+			e2e_log "$E2E_WAIT_DAEMON exited while waiting for $what"
+			return 1
+		fi
 		sleep 0.2
 	done
 	e2e_log "timed out after ${secs}s waiting for $what"
@@ -218,8 +280,8 @@ e2e_containerd_settings() {
 	E2E_CTRD_DIR=$E2E_RUN/containerd
 	E2E_CTRD_SOCK=$E2E_CTRD_DIR/containerd.sock
 	E2E_NRI_SOCKET=${ZTCN_E2E_NRI_SOCKET:-/var/run/nri/nri.sock}
-	E2E_NRI_PLUGIN_DIR=${E2E_NRI_PLUGIN_DIR:-$E2E_RUN/nri/plugins}
-	E2E_NRI_CONF_DIR=${E2E_NRI_CONF_DIR:-$E2E_RUN/nri/conf.d}
+	E2E_NRI_PLUGIN_DIR=${ZTCN_E2E_NRI_PLUGIN_DIR:-$E2E_RUN/nri/plugins}
+	E2E_NRI_CONF_DIR=${ZTCN_E2E_NRI_CONF_DIR:-$E2E_RUN/nri/conf.d}
 	E2E_CNI_CONF_DIR=$E2E_RUN/cni/net.d
 	E2E_CGROUP_PARENT=${E2E_CGROUP_PARENT:-ztcn-e2e-$(basename "$E2E_RUN")} # crictl pods' cgroup parent (standalone mode)
 }
@@ -326,7 +388,10 @@ EOF
 }
 
 e2e_ctr() { "$(e2e_bindir containerd)/ctr" --address "$E2E_CTRD_SOCK" "$@"; }
-e2e_crictl() { "$(e2e_bindir crictl)/crictl" --config "$E2E_RUN/crictl.yaml" "$@"; }
+e2e_crictl() {
+	"$(e2e_bindir crictl)/crictl" --config "$E2E_RUN/crictl.yaml" \
+		--runtime-endpoint "unix://$E2E_CTRD_SOCK" --image-endpoint "unix://$E2E_CTRD_SOCK" "$@"
+}
 
 # e2e_start_containerd: start it, wait for the CRI plugin, import images.
 e2e_start_containerd() {
@@ -345,12 +410,13 @@ e2e_start_containerd() {
 		echo "$nri_dir" >"$E2E_RUN/nri-dir-created"
 	}
 	echo "$E2E_NRI_SOCKET" >"$E2E_RUN/nri-socket"
+	echo "$E2E_NRI_PLUGIN_DIR" >"$E2E_RUN/nri-plugin-dir"
 	[ -d /run/containerd ] || touch "$E2E_RUN/run-containerd-created"
 	[ -d /var/lib/cni ] || touch "$E2E_RUN/var-lib-cni-created" # libcni's result cache
 	e2e_start containerd env PATH="$(e2e_bindir containerd):$(dirname "$RUNC"):/usr/sbin:/usr/bin:/sbin:/bin" \
 		"$(e2e_bindir containerd)/containerd" --config "$E2E_CTRD_DIR/config.toml"
-	e2e_wait 30 "containerd socket" e2e_ctr version || return 1
-	e2e_wait 30 "the CRI plugin" e2e_crictl info || return 1
+	E2E_WAIT_DAEMON=containerd e2e_wait 30 "containerd socket" e2e_ctr version || return 1
+	E2E_WAIT_DAEMON=containerd e2e_wait 30 "the CRI plugin" e2e_crictl info || return 1
 	e2e_wait 10 "the NRI socket $E2E_NRI_SOCKET" test -S "$E2E_NRI_SOCKET" || e2e_log "warning: no NRI socket at $E2E_NRI_SOCKET"
 	e2e_import_images
 }
@@ -378,7 +444,8 @@ e2e_import_images() {
 e2e_stop_containerd() {
 	local ns t
 	if e2e_alive containerd; then
-		timeout 60 "$(e2e_bindir crictl)/crictl" --config "$E2E_RUN/crictl.yaml" --timeout 20s rmp --all --force >/dev/null 2>&1 ||
+		timeout 60 "$(e2e_bindir crictl)/crictl" --config "$E2E_RUN/crictl.yaml" --runtime-endpoint "unix://$E2E_CTRD_SOCK" \
+			--timeout 20s rmp --all --force >/dev/null 2>&1 ||
 			e2e_log "crictl rmp --all --force failed; killing tasks"
 		for ns in $(e2e_ctr namespaces list -q 2>/dev/null); do
 			for t in $(e2e_ctr -n "$ns" tasks list -q 2>/dev/null); do
@@ -387,8 +454,36 @@ e2e_stop_containerd() {
 			done
 		done
 	fi
-	e2e_stop containerd 15
+	e2e_stop -t 15 containerd
 }
+
+# e2e_crictl_pod NAME IMAGE ARG...: a one-container pod through crictl
+# (RunPodSandbox, CreateContainer, StartContainer), labelled app=NAME, in the
+# run's cgroup parent; prints "POD_ID CONTAINER_ID". Files in $E2E_RUN/pods/NAME.
+e2e_crictl_pod() {
+	local name=$1 image=$2 dir pod ctr args
+	shift 2
+	dir=$E2E_RUN/pods/$name
+	mkdir -p "$dir"
+	args=$(printf '%s\n' "$@" | jq -R . | jq -s -c .)
+	cat >"$dir/pod.json" <<EOF
+{"metadata": {"name": "$name", "namespace": "e2e", "uid": "$name-$(date +%s%N)", "attempt": 0},
+ "hostname": "$name", "labels": {"app": "$name"}, "log_directory": "$dir",
+ "linux": {"cgroup_parent": "/$E2E_CGROUP_PARENT/$name"}}
+EOF
+	cat >"$dir/container.json" <<EOF
+{"metadata": {"name": "$name"}, "image": {"image": "$image"}, "args": $args,
+ "envs": [{"key": "POD_NAME", "value": "$name"}, {"key": "POD_NAMESPACE", "value": "e2e"}],
+ "labels": {"app": "$name"}, "log_path": "$name.log", "linux": {}}
+EOF
+	pod=$(e2e_crictl runp "$dir/pod.json") || return 1
+	ctr=$(e2e_crictl create "$pod" "$dir/container.json" "$dir/pod.json") || return 1
+	e2e_crictl start "$ctr" >/dev/null || return 1
+	echo "$pod $ctr"
+}
+
+# e2e_crictl_pod_ip POD_ID
+e2e_crictl_pod_ip() { e2e_crictl inspectp -o json "$1" | jq -r .status.network.ip; }
 
 # ---------------------------------------------------------------- cleanup
 
@@ -439,7 +534,7 @@ e2e_cleanup_network() {
 	net="ztcn-e2e-$(basename "$E2E_RUN")"
 	rm -f /var/lib/cni/results/"$net"-* 2>/dev/null
 	# containerd's loopback network caches results per sandbox id.
-	for id in $(ls "$E2E_CTRD_DIR"/{root,state}/io.containerd.grpc.v1.cri/sandboxes 2>/dev/null | sort -u); do
+	for id in $(find "$E2E_CTRD_DIR"/{root,state}/io.containerd.grpc.v1.cri/sandboxes -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -u); do
 		rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null
 	done
 	if [ -f "$E2E_RUN/var-lib-cni-created" ]; then
@@ -481,6 +576,7 @@ e2e_cleanup_nri() {
 e2e_write_env() {
 	{
 		echo "# Written by test/k8s for the run in $E2E_RUN: source it."
+		echo "export ZTCN_E2E_KIND='$E2E_KIND'"
 		echo "export ZTCN_E2E_RUN='$E2E_RUN'"
 		echo "export ZTCN_E2E_CACHE='$E2E_CACHE'"
 		echo "export ZTCN_E2E_BIN='$(e2e_path)'"
@@ -490,8 +586,10 @@ e2e_write_env() {
 		echo "export CONTAINER_RUNTIME_ENDPOINT='unix://$E2E_CTRD_SOCK'"
 		echo "export IMAGE_SERVICE_ENDPOINT='unix://$E2E_CTRD_SOCK'"
 		echo "export CRI_CONFIG_FILE='$E2E_RUN/crictl.yaml'"
+		echo "export KUBECACHEDIR='$E2E_RUN/kube-cache'"
 		echo "export ZTCN_E2E_NRI_SOCKET='$E2E_NRI_SOCKET'"
 		echo "export ZTCN_E2E_NRI_PLUGIN_DIR='$E2E_NRI_PLUGIN_DIR'"
+		echo "export ZTCN_E2E_NRI_CONF_DIR='$E2E_NRI_CONF_DIR'"
 		echo "export ZTCN_E2E_PAUSE_IMAGE='$PAUSE_IMAGE'"
 		echo "export ZTCN_E2E_TESTAPP_IMAGE='$TESTAPP_IMAGE'"
 		local kv

@@ -1,8 +1,10 @@
 // Command testapp is the workload of the test/k8s end-to-end runs:
 //
 //	testapp serve [ADDR]                     serve HTTP on ADDR (default :8080)
-//	testapp get [-timeout D] [-retry D] URL  print the body of URL; exit 1 unless 2xx
+//	testapp get [-timeout D] [-retry D] [-insecure] URL
+//	                                         print the body of URL; exit 1 unless 2xx
 //	testapp sleep                            block until SIGTERM or SIGINT
+//	testapp env                              print the environment, sorted
 //
 // The server answers every path with "key=value" lines naming itself
 // (hostname, pod, node, its address and the caller's); /healthz answers "ok".
@@ -12,6 +14,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,6 +41,10 @@ func main() {
 		err = get(os.Args[2:])
 	case "sleep":
 		waitSignal(context.Background())
+	case "env":
+		env := os.Environ()
+		sort.Strings(env)
+		fmt.Println(strings.Join(env, "\n"))
 	default:
 		usage()
 	}
@@ -48,7 +55,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: testapp serve [ADDR] | get [-timeout D] [-retry D] URL | sleep")
+	fmt.Fprintln(os.Stderr, "usage: testapp serve [ADDR] | get [-timeout D] [-retry D] [-insecure] URL | sleep | env")
 	os.Exit(2)
 }
 
@@ -125,12 +132,15 @@ func get(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ExitOnError)
 	timeout := fs.Duration("timeout", 5*time.Second, "timeout of one attempt")
 	retry := fs.Duration("retry", 0, "keep retrying failed attempts for this long")
+	insecure := fs.Bool("insecure", false, "do not verify the server's certificate (https)")
 	fs.Parse(args)
 	if fs.NArg() != 1 {
 		usage()
 	}
 	url := fs.Arg(0)
-	client := &http.Client{Timeout: *timeout}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: *insecure}
+	client := &http.Client{Timeout: *timeout, Transport: transport}
 	deadline := time.Now().Add(*retry)
 	for {
 		body, err := fetch(client, url)
