@@ -100,7 +100,7 @@ func TestDeployManifests(t *testing.T) {
 		if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.Capabilities == nil {
 			t.Fatalf("container %s: not an explicit unprivileged security context", c.Name)
 		}
-		want := []corev1.Capability{"NET_ADMIN", "SYS_ADMIN", "NET_RAW", "SYS_PTRACE", "SYS_RESOURCE"}
+		want := []corev1.Capability{"NET_ADMIN", "SYS_ADMIN", "NET_RAW", "SYS_PTRACE"}
 		if !slices.Equal(sc.Capabilities.Add, want) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 			t.Fatalf("container %s: capabilities %+v", c.Name, sc.Capabilities)
 		}

@@ -449,8 +449,8 @@ e2e_stop_containerd() {
 			e2e_log "crictl rmp --all --force failed; killing tasks"
 		for ns in $(e2e_ctr namespaces list -q 2>/dev/null); do
 			for t in $(e2e_ctr -n "$ns" tasks list -q 2>/dev/null); do
-				e2e_ctr -n "$ns" tasks kill -s SIGKILL "$t" >/dev/null 2>&1
-				e2e_ctr -n "$ns" tasks delete -f "$t" >/dev/null 2>&1
+				e2e_ctr -n "$ns" tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
+				e2e_ctr -n "$ns" tasks delete -f "$t" >/dev/null 2>&1 || true
 			done
 		done
 	fi

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -240,18 +241,25 @@ func podLabels(in map[string]string) map[string]string {
 	return out
 }
 
-// netnsPath is the sandbox's network namespace as the runtime names it,
-// or its process's.
+// netnsPath is the sandbox's network namespace as the runtime names it
+// if that path is visible here, or else its process's: in a DaemonSet only
+// the node's /var/run/netns is mounted, and a runtime may keep its
+// namespaces elsewhere (containerd's netns_mounts_under_state_dir), while
+// hostPID always shows /proc/PID/ns/net.
 func netnsPath(sb *api.PodSandbox) string {
+	var named string
 	for _, ns := range sb.GetLinux().GetNamespaces() {
 		if ns.GetType() == "network" && ns.GetPath() != "" {
-			return ns.GetPath()
+			named = ns.GetPath()
 		}
+	}
+	if _, err := os.Stat(named); err == nil {
+		return named
 	}
 	if pid := sb.GetPid(); pid > 0 {
 		return "/proc/" + strconv.FormatUint(uint64(pid), 10) + "/ns/net"
 	}
-	return ""
+	return named
 }
 
 // hostNetwork reports a sandbox that shares the node's network namespace:

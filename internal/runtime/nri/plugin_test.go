@@ -37,8 +37,9 @@ func TestPodOfSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The named path does not exist here: the sandbox process's is used.
 	if pod.UID != "uid-1" || pod.Name != "web-1" || pod.Namespace != "shop" || pod.ServiceAccount != "default" ||
-		pod.NetnsPath != "/var/run/netns/cni-1234" || pod.Runtime != Runtime {
+		pod.NetnsPath != "/proc/4242/ns/net" || pod.Runtime != Runtime {
 		t.Fatalf("pod: %+v", pod)
 	}
 	if len(pod.Labels) != 1 || pod.Labels["app"] != "web" {
@@ -62,6 +63,11 @@ func TestPodOfSandboxIdentitySources(t *testing.T) {
 	sb.Annotations[AnnotationServiceAccount] = "override"
 	if pod, _ = p.podOf(context.Background(), sb); pod.ServiceAccount != "override" {
 		t.Fatalf("annotation: %+v", pod)
+	}
+	// A named path that exists here is used as the runtime names it.
+	sb.Linux.Namespaces = []*api.LinuxNamespace{{Type: "network", Path: "/proc/self/ns/net"}}
+	if pod, _ = p.podOf(context.Background(), sb); pod.NetnsPath != "/proc/self/ns/net" {
+		t.Fatalf("named netns: %q", pod.NetnsPath)
 	}
 	// No namespace path: the sandbox process's.
 	sb.Linux.Namespaces = []*api.LinuxNamespace{{Type: "network"}}
