@@ -146,6 +146,16 @@ func (r *nriRuntime) stop(sb *adaptation.PodSandbox) {
 	delete(r.pods, sb.Uid)
 }
 
+func (r *nriRuntime) createContainer(sb *adaptation.PodSandbox) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := r.nri.CreateContainer(ctx, &adaptation.CreateContainerRequest{
+		Pod:       sb,
+		Container: &adaptation.Container{Id: unique("ctr"), PodSandboxId: sb.Id, Name: "app"},
+	})
+	return err
+}
+
 func (n *ociNode) podByUID(uid string) (control.PodStatus, bool) {
 	for _, p := range mustStatus(n.t, n).Pods {
 		if p.UID == uid {
@@ -214,6 +224,25 @@ func TestNRIPluginSecuresPodSandboxes(t *testing.T) {
 		t.Fatalf("a pod policy does not allow got through: %q", body)
 	}
 
+	// A container of a secured pod is let through; a pod that escaped
+	// registration (its RunPodSandbox never reached the plugin) is
+	// secured at its first container, or the container is refused.
+	if err := rt.createContainer(client); err != nil {
+		t.Fatalf("CreateContainer in a secured pod: %v", err)
+	}
+	escaped := rt.newSandbox("escaped", "client")
+	if err := rt.createContainer(escaped); err != nil {
+		t.Fatalf("CreateContainer in a pod that escaped RunPodSandbox: %v", err)
+	}
+	if _, ok := node.podByUID(escaped.Uid); !ok {
+		t.Fatal("a pod that escaped RunPodSandbox was not secured at its first container")
+	}
+	broken := rt.newSandbox("broken", "client")
+	broken.Linux.Namespaces[0].Path = "/run/netns/does-not-exist"
+	err := rt.createContainer(broken)
+	secRow(t, "NRI: container created in a pod that cannot be secured", "CreateContainer fails (the runtime refuses the container)",
+		fmt.Sprintf("CreateContainer error: %v", err), err != nil)
+
 	rt.stop(client)
 	if _, ok := node.podByUID(client.Uid); ok {
 		t.Fatal("the client is still registered after Stop/RemovePodSandbox")
@@ -237,9 +266,10 @@ func TestNRIPluginSecuresPodSandboxes(t *testing.T) {
 	// Fail closed: with the agent down the runtime must not start pods.
 	node.kill(syscall.SIGKILL)
 	late := rt.newSandbox("late", "client")
-	err := rt.run(late)
+	err = rt.run(late)
 	secRow(t, "NRI: pod sandbox started while the agent is down", "RunPodSandbox fails (the runtime refuses the pod)",
 		fmt.Sprintf("RunPodSandbox error: %v", err), err != nil)
+
 	if hostLinkExists(podnet.HostVethName(late.Uid)) {
 		t.Fatal("a refused pod kept the veth the plugin gave it")
 	}

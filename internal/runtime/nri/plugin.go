@@ -60,7 +60,35 @@ type Plugin struct {
 // Configure subscribes to the pod sandbox events.
 func (p *Plugin) Configure(_ context.Context, _, runtime, version string) (api.EventMask, error) {
 	p.Log.Info("connected to the container runtime", "runtime", runtime, "version", version)
-	return api.MustParseEventMask("RunPodSandbox,StopPodSandbox,RemovePodSandbox"), nil
+	return api.MustParseEventMask("RunPodSandbox,StopPodSandbox,RemovePodSandbox,CreateContainer"), nil
+}
+
+// CreateContainer refuses a container whose pod is not secured. Normally
+// RunPodSandbox secured it already and this costs one question to the
+// agent; a pod that escaped (it started while the plugin was away and could
+// not be secured at Synchronize) is secured now or its containers are
+// refused. Handling CreateContainer is also what lets containerd >= 2.2's
+// NRI validator treat ztcn as a required plugin (required_plugins).
+func (p *Plugin) CreateContainer(ctx context.Context, sb *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	if hostNetwork(sb) {
+		return nil, nil, nil
+	}
+	pods, err := p.Control.Pods(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s of pod %s/%s: the ztcn agent: %w", ctr.GetName(), sb.GetNamespace(), sb.GetName(), err)
+	}
+	uid := uidOf(sb)
+	for _, r := range pods {
+		if r.UID == uid {
+			return nil, nil, nil
+		}
+	}
+	if _, err := p.register(ctx, sb); err != nil {
+		p.Log.Error("container refused: its pod is not secured", "pod", sb.GetNamespace()+"/"+sb.GetName(), "container", ctr.GetName(), "error", err)
+		return nil, nil, fmt.Errorf("container %s: its pod is not secured: %w", ctr.GetName(), err)
+	}
+	p.Log.Info("pod secured at its first container", "pod", sb.GetNamespace()+"/"+sb.GetName())
+	return nil, nil, nil
 }
 
 // RunPodSandbox registers the pod; an error makes the runtime fail it.
