@@ -34,6 +34,13 @@ func e2eCache() string {
 // them (.ci/run has usually done it already).
 func requireBuilt(t *testing.T, components ...string) {
 	t.Helper()
+	requireBuiltEnv(t, nil, components...)
+}
+
+// requireBuiltEnv is requireBuilt with extra environment for build.sh
+// (ZTCN_E2E_CONTAINERD_VERSION selects another containerd).
+func requireBuiltEnv(t *testing.T, env []string, components ...string) {
+	t.Helper()
 	if os.Getenv("CI") != "true" {
 		for _, c := range components {
 			if m, _ := filepath.Glob(filepath.Join(e2eCache(), c+"-*", ".complete")); len(m) == 0 {
@@ -41,7 +48,9 @@ func requireBuilt(t *testing.T, components ...string) {
 			}
 		}
 	}
-	out, err := exec.Command("bash", append([]string{"../k8s/build.sh"}, components...)...).CombinedOutput()
+	build := exec.Command("bash", append([]string{"../k8s/build.sh"}, components...)...)
+	build.Env = append(os.Environ(), env...)
+	out, err := build.CombinedOutput()
 	if err != nil {
 		t.Fatalf("test/k8s/build.sh: %v\n%s", err, out)
 	}
@@ -55,10 +64,10 @@ type containerdRun struct {
 	env []string
 }
 
-func startContainerd(t *testing.T) *containerdRun {
+func startContainerd(t *testing.T, env ...string) *containerdRun {
 	t.Helper()
 	requireRoot(t, "jq")
-	requireBuilt(t, "containerd", "cni", "crictl")
+	requireBuiltEnv(t, env, "containerd", "cni", "crictl")
 	var rnd [2]byte
 	_, _ = rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
@@ -69,6 +78,7 @@ func startContainerd(t *testing.T) *containerdRun {
 		fmt.Sprintf("ZTCN_E2E_POD_SUBNET=10.246.%d.0/24", rnd[0]),
 		"ZTCN_E2E_NRI_SOCKET="+filepath.Join(r.dir, "nri.sock"),
 	)
+	base = append(base, env...)
 	up := exec.Command("bash", "../k8s/containerd.sh", "up")
 	up.Env = base
 	out, err := up.CombinedOutput()
@@ -327,4 +337,29 @@ func hostPeerOf(t *testing.T, nsPath, ifname string) string {
 		t.Fatalf("the node end of %s: %v", ifname, err)
 	}
 	return peer.Name
+}
+
+// TestFaultNRIRequiredPlugin: with containerd 2.2 (NRI v0.11) configured to
+// require ztcn, no container starts while `ztcn nri` is away, and pods
+// start once it is connected. containerd 2.1, which the rest of the suite
+// runs, cannot do this (docs/runtimes.md).
+func TestFaultNRIRequiredPlugin(t *testing.T) {
+	node := newOCINode(t)
+	rt := startContainerd(t, "ZTCN_E2E_CONTAINERD_VERSION=v2.2.9", "ZTCN_E2E_NRI_REQUIRED=ztcn")
+
+	_, err := rt.pod("early", "client", "client", "sleep")
+	secRow(t, "NRI (containerd 2.2, ztcn required): container created while ztcn nri is away", "container refused by containerd",
+		fmt.Sprintf("%v", err), err != nil && strings.Contains(err.Error(), "required plugin"))
+
+	logs := startNRIPlugin(t, node, rt.getenv("ZTCN_E2E_NRI_SOCKET"))
+	if _, err := rt.pod("server", "server", "server", "serve", ":8080"); err != nil {
+		t.Fatalf("with ztcn connected the pod did not start: %v\nplugin:\n%s", err, logs.String())
+	}
+	found := false
+	for _, p := range mustStatus(t, node).Pods {
+		found = found || p.Name == "server" && p.SPIFFEID == "spiffe://cluster.local/ns/shop/sa/server"
+	}
+	if !found {
+		t.Fatalf("the pod started without being registered:\n%s", logs.String())
+	}
 }

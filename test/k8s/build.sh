@@ -54,6 +54,12 @@ build_etcd() {
 }
 build_containerd() {
 	local p=github.com/containerd/containerd/v2
+	if [ "$CONTAINERD_VERSION" != v2.1.5 ]; then
+		# Later releases carry no exclude directives: go install takes them.
+		GOBIN=$1 go install -ldflags "-s -w -X $p/version.Version=$CONTAINERD_VERSION" \
+			"$p/cmd/containerd@$CONTAINERD_VERSION" "$p/cmd/ctr@$CONTAINERD_VERSION" "$p/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+		return
+	fi
 	(cd "$E2E_DIR/build/containerd" && go build \
 		-ldflags "-s -w -X $p/version.Version=$CONTAINERD_VERSION -X $p/version.Revision=$CONTAINERD_VERSION -X $p/version.Package=$p" \
 		-o "$1/" $p/cmd/containerd $p/cmd/ctr $p/cmd/containerd-shim-runc-v2)

@@ -15,7 +15,9 @@ E2E_CACHE=${ZTCN_E2E_CACHE:-/var/cache/ztcn-e2e}
 # Versions. Each component is built into $E2E_CACHE/<component>-<version>/bin.
 K8S_VERSION=v1.34.4          # v1.34.12 is served by the proxy but fails checksum verification
 ETCD_VERSION=v3.6.16
-CONTAINERD_VERSION=v2.1.5
+# ZTCN_E2E_CONTAINERD_VERSION=v2.2.9 selects containerd 2.2 (NRI v0.11, whose
+# validator can require a plugin: ZTCN_E2E_NRI_REQUIRED=<plugin name>).
+CONTAINERD_VERSION=${ZTCN_E2E_CONTAINERD_VERSION:-v2.1.5}
 CNI_VERSION=v1.9.1
 CRICTL_VERSION=v1.34.0
 NRIPROBE_VERSION=v0.8.0 # github.com/containerd/nri, as in containerd v2.1.5
@@ -317,6 +319,18 @@ EOF
 }
 
 # e2e_write_containerd_config: config version 3 (containerd 2.x).
+# e2e_nri_validator: containerd >= 2.2's NRI validator requiring the plugin
+# named by ZTCN_E2E_NRI_REQUIRED, if set.
+e2e_nri_validator() {
+	[ -n "${ZTCN_E2E_NRI_REQUIRED:-}" ] || return 0
+	cat <<EOV
+  [plugins.'io.containerd.nri.v1.nri'.default_validator]
+    enable = true
+    required_plugins = ['$ZTCN_E2E_NRI_REQUIRED']
+    tolerate_missing_plugins_annotation = 'ztcn.io/tolerate-missing-plugins'
+EOV
+}
+
 e2e_write_containerd_config() {
 	mkdir -p "$E2E_CTRD_DIR/root" "$E2E_CTRD_DIR/state" "$E2E_NRI_PLUGIN_DIR" "$E2E_NRI_CONF_DIR"
 	cat >"$E2E_CTRD_DIR/config.toml" <<EOF
@@ -368,6 +382,7 @@ state = '$E2E_CTRD_DIR/state'
   # mark a plugin as required; containerd >= 2.2 (NRI >= v0.10) adds
   # [plugins.'io.containerd.nri.v1.nri'.default_validator] with
   # enable = true and required_plugins = ['<index>-<name>'].
+$(e2e_nri_validator)
   [plugins.'io.containerd.nri.v1.nri']
     disable = false
     socket_path = '$E2E_NRI_SOCKET'
