@@ -181,6 +181,7 @@ func (r *Runtime) create(ctx context.Context) error {
 			return err
 		}
 	}
+	r.waitListening(ctx)
 	return nil
 }
 
