@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ztcn/ztcn/internal/agent"
-	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/kube"
 )
 
@@ -38,12 +37,9 @@ pods are recorded in agent.state_dir: when the agent stops or dies their
 traffic is refused (fail closed), and a restarted agent re-attaches them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := config.Default()
-			if configPath != "" {
-				var err error
-				if cfg, err = config.Load(configPath); err != nil {
-					return err
-				}
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
 			}
 			if adminAddress != "" {
 				cfg.Telemetry.AdminAddress = adminAddress

@@ -30,3 +30,12 @@ func newConfigCommand() *cobra.Command {
 	})
 	return cfg
 }
+
+// loadConfig reads runtime.toml at path, or returns the built-in defaults
+// when path is empty (the commands' --config flag).
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/runtime/local"
 	"github.com/ztcn/ztcn/internal/telemetry"
@@ -114,12 +113,9 @@ func agentSockets(configPath, socket, run string) ([]string, error) {
 			return nil, err
 		}
 	}
-	cfg := config.Default()
-	if configPath != "" {
-		var err error
-		if cfg, err = config.Load(configPath); err != nil {
-			return nil, err
-		}
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return nil, err
 	}
 	return []string{cfg.Agent.ControlSocket}, nil
 }

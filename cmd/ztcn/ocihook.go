@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/runtime/oci"
 	"github.com/ztcn/ztcn/internal/runtime/podnet"
@@ -39,12 +38,9 @@ deploy/oci/ holds hooks.d files for podman and CRI-O.`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: []string{string(oci.StageCreateRuntime), string(oci.StagePoststop)},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg := config.Default()
-			if configPath != "" {
-				var err error
-				if cfg, err = config.Load(configPath); err != nil {
-					return err
-				}
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
 			}
 			st, err := oci.ReadState(cmd.InOrStdin())
 			if err != nil {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/runtime/local"
 )
@@ -47,12 +46,9 @@ identity and process, and the recent verdicts.`,
 				}
 			}
 			if socket == "" {
-				cfg := config.Default()
-				if configPath != "" {
-					var err error
-					if cfg, err = config.Load(configPath); err != nil {
-						return err
-					}
+				cfg, err := loadConfig(configPath)
+				if err != nil {
+					return err
 				}
 				socket = cfg.Agent.ControlSocket
 			}
