@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,22 @@ func Do(ns *NS, fn func() error) error {
 	return fnErr
 }
 
+// home is the namespace every thread not locked by Do is in: the
+// process's own. Do returns its threads there. It is opened once, by the
+// first Do, from a thread that is there by that same invariant: opening
+// /proc/thread-self/ns/net costs more than the two setns calls of a Do
+// together, and the agent pays a Do for every connection it dials into a pod.
+var home struct {
+	once sync.Once
+	f    *os.File
+	err  error
+}
+
+func homeNetns() (*os.File, error) {
+	home.once.Do(func() { home.f, home.err = os.Open("/proc/thread-self/ns/net") })
+	return home.f, home.err
+}
+
 // outcome carries the results of onLockedThread's goroutine to its caller.
 type outcome struct {
 	fnErr, nsErr error
@@ -56,13 +73,12 @@ func onLockedThread(enter, fn func() error) (fnErr, nsErr error) {
 		var res outcome
 		defer func() { done <- res }()
 
-		orig, err := os.Open("/proc/thread-self/ns/net")
+		orig, err := homeNetns()
 		if err != nil {
 			runtime.UnlockOSThread()
 			res.nsErr = fmt.Errorf("open current namespace: %w", err)
 			return
 		}
-		defer orig.Close()
 		if err := enter(); err != nil {
 			// A failed setns or unshare leaves the thread where it was.
 			runtime.UnlockOSThread()
