@@ -50,7 +50,7 @@ bench-go:
 # containerd 2.1 with NRI, bridge CNI), deployed with deploy/kubernetes/.
 # Root; the binaries are built once into /var/cache/ztcn-e2e (~7 min cold).
 e2e-k8s:
-	bash test/k8s/build.sh
+	bash test/k8s/build.sh kubernetes etcd containerd cni crictl images
 	ZTCN_E2E_K8S=1 $(GO) test -count=1 -timeout 20m -run '^TestKubernetes$$' -v ./test/e2e/
 
 # Kubernetes NetworkPolicy conformance (../shared/testdata/netpol), with
