@@ -43,8 +43,14 @@ func requireBuiltEnv(t *testing.T, env []string, components ...string) {
 	t.Helper()
 	if os.Getenv("CI") != "true" {
 		for _, c := range components {
-			if m, _ := filepath.Glob(filepath.Join(e2eCache(), c+"-*", ".complete")); len(m) == 0 {
-				t.Skipf("%s is not built: run test/k8s/build.sh %s", c, strings.Join(components, " "))
+			pattern := c + "-*"
+			for _, kv := range env {
+				if v, ok := strings.CutPrefix(kv, "ZTCN_E2E_CONTAINERD_VERSION="); ok && c == "containerd" {
+					pattern = c + "-" + v
+				}
+			}
+			if m, _ := filepath.Glob(filepath.Join(e2eCache(), pattern, ".complete")); len(m) == 0 {
+				t.Skipf("%s is not built: run %s test/k8s/build.sh %s", c, strings.Join(env, " "), strings.Join(components, " "))
 			}
 		}
 	}
