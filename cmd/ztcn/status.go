@@ -150,7 +150,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tNAME\tIP\tSPIFFE ID\tCERT EXPIRES\tREDIRECTION")
+	fmt.Fprintln(tw, "NAMESPACE\tNAME\tIP\tRUNTIME\tSPIFFE ID\tCERT EXPIRES\tREDIRECTION")
 	for _, p := range st.Pods {
 		ip := "-"
 		if len(p.IPs) > 0 {
@@ -167,7 +167,11 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		if p.Redirection.Error != "" {
 			redir += ": " + p.Redirection.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, ip, p.SPIFFEID, expires, redir)
+		runtime := p.Runtime
+		if runtime == "" {
+			runtime = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, ip, runtime, p.SPIFFEID, expires, redir)
 	}
 	tw.Flush()
 }

@@ -279,8 +279,12 @@ func TestOCIHookRunc(t *testing.T) {
 	if server.SPIFFEID != "spiffe://cluster.local/ns/shop/sa/server" || server.Redirection.State != control.RedirectionHealthy {
 		t.Fatalf("server: %+v", server)
 	}
-	if server.UID != serverID || server.Labels["runtime"] != "runc" {
+	if server.UID != serverID || server.Labels["runtime"] != "runc" || server.Runtime != oci.Runtime {
 		t.Fatalf("server record does not come from the container state: %+v", server)
+	}
+	if out, err := exec.Command(ztcnBin, "status", "--socket", node.socket).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "RUNTIME") || !strings.Contains(string(out), "oci-hook") {
+		t.Fatalf("ztcn status does not show the registering runtime: %v\n%s", err, out)
 	}
 	// Debian's static busybox wget crashes (SIGSEGV) before it connects,
 	// so the client speaks HTTP through nc.
