@@ -33,7 +33,7 @@ func deployObjects(t *testing.T) []runtime.Object {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := utilyaml.NewYAMLReader(bufioReader(data))
+		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 		for {
 			doc, err := r.Read()
 			if err != nil {
@@ -123,5 +123,3 @@ func TestDeployManifests(t *testing.T) {
 		}
 	}
 }
-
-func bufioReader(data []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(data)) }

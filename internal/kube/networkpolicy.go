@@ -23,7 +23,6 @@ type NetworkPolicies struct {
 	mu      sync.Mutex
 	docs    map[string]policy.Document // by namespace/name
 	changed chan struct{}
-	synced  cache.InformerSynced
 }
 
 // WatchNetworkPolicies starts an informer on NetworkPolicies and returns
@@ -40,7 +39,6 @@ func WatchNetworkPolicies(ctx context.Context, client kubernetes.Interface, time
 	}); err != nil {
 		return nil, err
 	}
-	s.synced = inf.HasSynced
 	factory.Start(ctx.Done())
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

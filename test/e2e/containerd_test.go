@@ -143,17 +143,25 @@ func (r *containerdRun) getenv(key string) string {
 }
 
 func (r *containerdRun) cmd(name string, args ...string) (string, error) {
-	if name == "crictl" {
-		// ZTCN_E2E_BIN lists the cache's bin directories, like PATH.
-		for _, dir := range filepath.SplitList(r.getenv("ZTCN_E2E_BIN")) {
-			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-				name = filepath.Join(dir, name)
-				break
+	return runWithEnv(r.env, name, args...)
+}
+
+// runWithEnv runs name, looked up on env's PATH (test/k8s puts its cache's
+// bin directories first there), with env, and returns its trimmed output.
+func runWithEnv(env []string, name string, args ...string) (string, error) {
+	for i := len(env) - 1; i >= 0; i-- {
+		if path, ok := strings.CutPrefix(env[i], "PATH="); ok {
+			for _, dir := range filepath.SplitList(path) {
+				if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && !fi.IsDir() {
+					name = filepath.Join(dir, name)
+					break
+				}
 			}
+			break
 		}
 	}
 	c := exec.Command(name, args...)
-	c.Env = r.env
+	c.Env = env
 	out, err := c.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }

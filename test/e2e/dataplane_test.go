@@ -4,10 +4,10 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -341,28 +341,36 @@ func (m *mesh) httpFromNode(t *testing.T, dst netip.AddrPort) (string, error) {
 // plaintextHTTP sends a plaintext GET to dst from ns, as a client outside
 // the mesh would, and returns the server's "hello" line if it answers.
 func plaintextHTTP(ns *netns.NS, dst netip.AddrPort) (string, error) {
-	var line string
+	resp, err := httpGetIn(ns, dst)
+	for _, line := range strings.SplitAfter(resp, "\n") {
+		if strings.HasPrefix(line, "hello") {
+			return line, nil // the server answered, whatever came after
+		}
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return "", err
+}
+
+// httpGetIn sends GET / over HTTP/1.0 from inside ns, as a process there
+// would (through the namespace's redirection, if any), and returns the
+// whole response.
+func httpGetIn(ns *netns.NS, dst netip.AddrPort) (string, error) {
+	var resp []byte
 	var err error
 	_ = netns.Do(ns, func() error {
 		var c net.Conn
-		c, err = net.DialTimeout("tcp4", dst.String(), 2*time.Second)
-		if err != nil {
+		if c, err = net.DialTimeout("tcp4", dst.String(), 2*time.Second); err != nil {
 			return nil
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
 		fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
-		r := bufio.NewReader(c)
-		for {
-			var l string
-			l, err = r.ReadString('\n')
-			if err != nil || strings.HasPrefix(l, "hello") {
-				line = l
-				return nil
-			}
-		}
+		resp, err = io.ReadAll(c)
+		return nil
 	})
-	return line, err
+	return string(resp), err
 }
 
 func TestPermissiveModeAdmitsPlaintextThatPolicyAllows(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -56,27 +55,7 @@ func startCluster(t *testing.T) *k8sCluster {
 }
 
 func (k *k8sCluster) run(name string, args ...string) (string, error) {
-	c := exec.Command(name, args...)
-	c.Env = k.env
-	for _, kv := range k.env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			if p, err := lookPathIn(name, v); err == nil {
-				c.Path = p
-				c.Err = nil
-			}
-		}
-	}
-	out, err := c.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
-}
-
-func lookPathIn(name, path string) (string, error) {
-	for _, dir := range filepath.SplitList(path) {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && !fi.IsDir() {
-			return filepath.Join(dir, name), nil
-		}
-	}
-	return "", os.ErrNotExist
+	return runWithEnv(k.env, name, args...)
 }
 
 func (k *k8sCluster) kubectl(args ...string) string {
@@ -314,8 +293,8 @@ func reaches(t *testing.T, pod control.PodStatus, dst netip.AddrPort) bool {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	line, err := httpLineFrom(ns, dst)
-	return err == nil && strings.Contains(line, "pod=server")
+	body, err := httpGetIn(ns, dst)
+	return err == nil && strings.Contains(body, "pod=server")
 }
 
 // TestKubernetes: a real single-node Kubernetes 1.34 (test/k8s, built from
@@ -437,30 +416,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-// httpLineFrom sends GET / from inside ns and returns the response line
-// naming the server's pod.
-func httpLineFrom(ns *netns.NS, dst netip.AddrPort) (string, error) {
-	var body []byte
-	var err error
-	_ = netns.Do(ns, func() error {
-		c, derr := dialTimeout(dst, 2*time.Second)
-		if derr != nil {
-			err = derr
-			return nil
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: server\r\n\r\n")
-		var buf bytes.Buffer
-		_, err = buf.ReadFrom(c)
-		body = buf.Bytes()
-		return nil
-	})
-	return string(body), err
-}
-
-func dialTimeout(dst netip.AddrPort, d time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp4", dst.String(), d)
 }

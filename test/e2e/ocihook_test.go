@@ -155,6 +155,12 @@ func (r *runcHarness) runc(args ...string) ([]byte, error) {
 // annotations, and ztcn's createRuntime and poststop hooks.
 func (r *runcHarness) bundle(id string, annotations map[string]string, args ...string) string {
 	r.t.Helper()
+	return r.bundleWith(id, annotations, nil, args...)
+}
+
+// bundleWith is bundle with a last change to the spec.
+func (r *runcHarness) bundleWith(id string, annotations map[string]string, change func(*specs.Spec), args ...string) string {
+	r.t.Helper()
 	dir := filepath.Join(r.dir, id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		r.t.Fatal(err)
@@ -184,6 +190,9 @@ func (r *runcHarness) bundle(id string, annotations map[string]string, args ...s
 	spec.Hooks = &specs.Hooks{
 		CreateRuntime: []specs.Hook{hook("createRuntime")},
 		Poststop:      []specs.Hook{hook("poststop")},
+	}
+	if change != nil {
+		change(&spec)
 	}
 	if data, err = json.MarshalIndent(&spec, "", "  "); err != nil {
 		r.t.Fatal(err)
@@ -491,5 +500,66 @@ func TestOCIHookPodman(t *testing.T) {
 	}
 	if st := mustStatus(t, node); len(st.Pods) != 0 {
 		t.Fatalf("pods left registered: %+v", st.Pods)
+	}
+}
+
+// withNetwork makes the container join the network namespace at path, or
+// the host's (runc's own) if path is empty.
+func withNetwork(path string) func(*specs.Spec) {
+	return func(spec *specs.Spec) {
+		var kept []specs.LinuxNamespace
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type != specs.NetworkNamespace {
+				kept = append(kept, ns)
+			}
+		}
+		if path != "" {
+			kept = append(kept, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: path})
+		}
+		spec.Linux.Namespaces = kept
+	}
+}
+
+// TestOCIHookSkipsSharedNamespaces: a container on the host network, or
+// joining the namespace of a registered container (a podman pod's other
+// members), starts and is left alone: no second registration, no veth,
+// and its stop leaves the registered one in place.
+func TestOCIHookSkipsSharedNamespaces(t *testing.T) {
+	node := newOCINode(t)
+	r := newRuncHarness(t, node)
+	serverID := unique("ztcn-server")
+	if err := r.start(serverID, ociAnnotations("server", "server"), "httpd", "-f", "-p", "8080", "-h", "/www"); err != nil {
+		t.Fatalf("%v\nagent:\n%s", err, node.logs.String())
+	}
+	state, err := r.runc("state", serverID)
+	if err != nil {
+		t.Fatalf("runc state: %v %s", err, state)
+	}
+	var st specs.State
+	if err := json.Unmarshal(state, &st); err != nil || st.Pid <= 0 {
+		t.Fatalf("runc state: %v %s", err, state)
+	}
+
+	for _, c := range []struct{ name, nsPath string }{
+		{"sidecar", fmt.Sprintf("/proc/%d/ns/net", st.Pid)},
+		{"hostnet", ""},
+	} {
+		id := unique("ztcn-" + c.name)
+		bundle := r.bundleWith(id, ociAnnotations(c.name, "client"), withNetwork(c.nsPath), "echo", "ran")
+		r.t.Cleanup(func() { r.remove(id) })
+		out, err := r.runc("run", "--bundle", bundle, id)
+		if err != nil || !strings.Contains(string(out), "ran") {
+			t.Fatalf("%s: a container the hook must leave alone did not run: %v\n%s", c.name, err, out)
+		}
+		if _, ok := node.pod(c.name); ok {
+			t.Fatalf("%s was registered", c.name)
+		}
+		if hostLinkExists(podnet.HostVethName(id)) {
+			t.Fatalf("%s got a veth", c.name)
+		}
+		r.remove(id) // its poststop must not touch the server
+		if _, ok := node.pod("server"); !ok {
+			t.Fatalf("stopping %s deregistered the server", c.name)
+		}
 	}
 }

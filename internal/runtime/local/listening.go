@@ -52,10 +52,18 @@ func (r *Runtime) waitListening(ctx context.Context) {
 
 	deadline := time.Now().Add(listenWait)
 	for _, t := range targets {
+		ns, err := netns.Open(t.nsPath)
+		if err != nil {
+			r.opts.Progress("pod %s: cannot check its ports: %v", t.name, err)
+			continue
+		}
 		for {
-			missing, err := notListening(t.nsPath, t.ports)
+			missing, err := notListening(ns, t.ports)
 			if err == nil && len(missing) == 0 {
 				break
+			}
+			if err != nil {
+				missing = t.ports
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				r.opts.Progress("pod %s: not listening on %v after %s (reported ready anyway)", t.name, missing, listenWait)
@@ -63,20 +71,15 @@ func (r *Runtime) waitListening(ctx context.Context) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		ns.Close()
 	}
 }
 
-// notListening returns the ports among ports that no TCP socket in the
-// namespace at nsPath listens on, read from the kernel's socket table as
-// seen from inside it.
-func notListening(nsPath string, ports []uint16) ([]uint16, error) {
-	ns, err := netns.Open(nsPath)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Close()
+// notListening returns the ports among ports that no TCP socket in ns
+// listens on, read from the kernel's socket table as seen from inside it.
+func notListening(ns *netns.NS, ports []uint16) ([]uint16, error) {
 	listening := map[uint16]bool{}
-	err = netns.Do(ns, func() error {
+	err := netns.Do(ns, func() error {
 		for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 			if err := listeningPorts(f, listening); err != nil {
 				return err

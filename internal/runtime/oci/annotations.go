@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strconv"
@@ -58,9 +59,9 @@ func PodFromState(st *specs.State) (workload.Pod, error) {
 	pod := workload.Pod{
 		UID:            st.ID,
 		Runtime:        Runtime,
-		Namespace:      first(a[AnnotationNamespace], a[annotationKubeNamespace], DefaultNamespace),
-		Name:           first(a[AnnotationName], a[annotationKubeName], shortID(st.ID)),
-		ServiceAccount: first(a[AnnotationServiceAccount], DefaultServiceAccount),
+		Namespace:      cmp.Or(a[AnnotationNamespace], a[annotationKubeNamespace], DefaultNamespace),
+		Name:           cmp.Or(a[AnnotationName], a[annotationKubeName], shortID(st.ID)),
+		ServiceAccount: cmp.Or(a[AnnotationServiceAccount], DefaultServiceAccount),
 	}
 	for _, c := range []struct {
 		key, value string
@@ -153,15 +154,6 @@ func splitPairs(key, s string) ([][2]string, error) {
 	}
 	sort.Slice(pairs, func(i, j int) bool { return pairs[i][0] < pairs[j][0] })
 	return pairs, nil
-}
-
-func first(values ...string) string {
-	for _, v := range values {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // shortID is the container ID as `podman ps` and `docker ps` show it.
