@@ -42,27 +42,44 @@ func (p *podProxy) outbound(c *net.TCPConn) {
 	}
 	connectStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), dp.cfg.ConnectTimeout)
-	var up io.ReadWriteCloser
-	if dstEP.Workload {
-		up, err = dp.pool.Dial(ctx, hbone.Source{Key: p.pod.UID, SVID: p.pod.SVID, Dial: p.dialMarked},
-			hbone.Destination{Addr: netip.AddrPortFrom(dst.Addr(), redirect.InboundHBONEPort), ID: idOf(dstEP.SPIFFEID)},
-			dst, client)
-	} else {
-		up, err = dial(ctx, p.in, netip.AddrPort{}, dst, dp.cfg.ConnectTimeout)
-	}
-	cancel()
-	ev.Connect = time.Since(connectStart)
-	if err != nil {
-		ev.Kind, ev.Err = EventUpstreamFailed, err.Error()
-		var se *hbone.StatusError
-		if errors.As(err, &se) && se.Denied() {
-			ev.Kind, ev.Allowed, ev.Reason = EventDenied, false, "denied by the destination's ingress policy"
+	defer cancel()
+	if !dstEP.Workload {
+		up, err := dial(ctx, p.in, netip.AddrPort{}, dst, dp.cfg.ConnectTimeout)
+		ev.Connect = time.Since(connectStart)
+		if err != nil {
+			p.upstreamFailed(c, ev, err)
+			return
 		}
-		p.emit(ev)
-		reset(c)
+		p.track(c, ev, srcSub.Endpoint(), dstEP).pump(up)
 		return
 	}
-	p.pumpTracked(c, up, ev, srcSub.Endpoint(), dstEP)
+	// The stream is opened optimistically: the application's first bytes
+	// follow the CONNECT at once instead of a round trip later, and the
+	// flow counts as opened only when the destination agrees (its policy
+	// allowed the source and the application was reached).
+	f := p.track(c, ev, srcSub.Endpoint(), dstEP)
+	up, err := dp.pool.DialEarly(ctx, hbone.Source{Key: p.pod.UID, SVID: p.pod.SVID, Dial: p.dialMarked},
+		hbone.Destination{Addr: netip.AddrPortFrom(dst.Addr(), redirect.InboundHBONEPort), ID: idOf(dstEP.SPIFFEID)},
+		dst, client, func(err error) { f.answered(err, time.Since(connectStart)) })
+	if err != nil {
+		f.untrack()
+		ev.Connect = time.Since(connectStart)
+		p.upstreamFailed(c, ev, err)
+		return
+	}
+	f.pumpUntilAnswered(up)
+}
+
+// upstreamFailed reports a flow whose destination could not be reached or
+// refused it, and resets the application's connection.
+func (p *podProxy) upstreamFailed(c *net.TCPConn, ev Event, err error) {
+	ev.Kind, ev.Err = EventUpstreamFailed, err.Error()
+	var se *hbone.StatusError
+	if errors.As(err, &se) && se.Denied() {
+		ev.Kind, ev.Allowed, ev.Reason = EventDenied, false, "denied by the destination's ingress policy"
+	}
+	p.emit(ev)
+	reset(c)
 }
 
 // dialMarked opens the TCP connection to a remote HBONE server from inside
@@ -159,52 +176,131 @@ func (p *podProxy) plaintext(c *net.TCPConn) {
 	up, err := p.appDialer(client.Addr(), dst)(ctx)
 	cancel()
 	if err != nil {
-		ev.Kind, ev.Err = EventUpstreamFailed, err.Error()
-		p.emit(ev)
-		reset(c)
+		p.upstreamFailed(c, ev, err)
 		return
 	}
-	p.pumpTracked(c, up, ev, srcEP, p.pod.Endpoint)
+	p.track(c, ev, srcEP, p.pod.Endpoint).pump(up)
 }
 
-// flow is an open connection the data plane carries, kept so that a new
-// policy can be checked against it.
+// flow is a connection the data plane carries, kept so that a new policy
+// can be checked against it.
 type flow struct {
 	pod      *podProxy
+	c        *net.TCPConn // the application's end
+	ev       Event        // the decision, completed as the flow goes
 	src, dst *policy.Endpoint
 	port     uint16
 	inbound  bool
+	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the pump has closed both sides
-	revoked  bool
+	revoked  bool          // guarded by DataPlane.flowsMu
+	refused  error         // why the destination refused it; set before the answer is signalled
+
+	// Set when the pump ended.
+	out, in  int64
+	duration time.Duration
 }
 
-func (p *podProxy) pumpTracked(c *net.TCPConn, up io.ReadWriteCloser, ev Event, src, dst *policy.Endpoint) {
+// track registers a flow about to be pumped, so that Recheck sees it from
+// its first byte on.
+func (p *podProxy) track(c *net.TCPConn, ev Event, src, dst *policy.Endpoint) *flow {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &flow{pod: p, src: src, dst: dst, port: ev.Dest.Port(), inbound: ev.Direction == Inbound, cancel: cancel, done: make(chan struct{})}
+	f := &flow{pod: p, c: c, ev: ev, src: src, dst: dst, port: ev.Dest.Port(), inbound: ev.Direction == Inbound,
+		ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	f.ev.Flow = p.dp.nextFlow.Add(1)
 	p.dp.flowsMu.Lock()
 	p.dp.flows[f] = struct{}{}
 	p.dp.flowsMu.Unlock()
-	start := time.Now()
-	ev.Flow = p.dp.nextFlow.Add(1)
-	opened := ev
-	opened.Kind = EventFlowOpened
-	p.emit(opened)
-	out, in, err := hbone.Pipe(ctx, c, up)
-	close(f.done)
-	p.dp.flowsMu.Lock()
-	delete(p.dp.flows, f)
+	return f
+}
+
+// untrack forgets a flow that never carried a byte.
+func (f *flow) untrack() {
+	f.pod.dp.flowsMu.Lock()
+	delete(f.pod.dp.flows, f)
+	f.pod.dp.flowsMu.Unlock()
+	f.cancel()
+}
+
+// pump reports the flow opened and copies until both sides ended.
+func (f *flow) pump(up io.ReadWriteCloser) {
+	f.opened()
+	f.closed(f.pipe(up))
+}
+
+// pumpUntilAnswered copies through a stream opened optimistically. The
+// flow is reported opened when the destination agrees; a refusal resets
+// the application's connection (its bytes sent meanwhile were dropped at
+// the destination) and is reported instead of the flow.
+func (f *flow) pumpUntilAnswered(up *hbone.Stream) {
+	err := f.pipe(up)
+	// The pipe cannot end before the answer (reads of the stream wait for
+	// it), so this only orders the reads of f.ev and f.refused after the
+	// answer's writes.
+	<-up.Answered()
+	if f.refused == nil {
+		f.closed(err)
+		return
+	}
+	ev := f.ev
+	f.pod.dp.flowsMu.Lock()
 	revoked := f.revoked
-	p.dp.flowsMu.Unlock()
-	cancel()
-	ev.Kind, ev.BytesOut, ev.BytesIn, ev.Duration = EventFlowClosed, out, in, time.Since(start)
+	f.pod.dp.flowsMu.Unlock()
+	if revoked {
+		ev.Kind, ev.Allowed, ev.Reason = EventDenied, false, "closed before the destination answered: the new policy denies it"
+		f.pod.emit(ev)
+		return
+	}
+	f.pod.upstreamFailed(f.c, ev, f.refused)
+}
+
+// answered is the stream's answer: called once, before the stream yields
+// any byte of the destination.
+func (f *flow) answered(err error, connect time.Duration) {
+	f.ev.Connect = connect
+	if err != nil {
+		f.refused = err
+		reset(f.c) // ends the pipe: the application sees its connection refused
+		return
+	}
+	f.opened()
+}
+
+func (f *flow) opened() {
+	ev := f.ev
+	ev.Kind = EventFlowOpened
+	f.pod.emit(ev)
+}
+
+// pipe copies between the application and up until both ended, then
+// forgets the flow.
+func (f *flow) pipe(up io.ReadWriteCloser) error {
+	start := time.Now()
+	out, in, err := hbone.Pipe(f.ctx, f.c, up)
+	close(f.done)
+	f.pod.dp.flowsMu.Lock()
+	delete(f.pod.dp.flows, f)
+	f.pod.dp.flowsMu.Unlock()
+	f.cancel()
+	f.out, f.in, f.duration = out, in, time.Since(start)
+	return err
+}
+
+// closed reports the end of a flow that was opened.
+func (f *flow) closed(err error) {
+	f.pod.dp.flowsMu.Lock()
+	revoked := f.revoked
+	f.pod.dp.flowsMu.Unlock()
+	ev := f.ev
+	ev.Kind, ev.BytesOut, ev.BytesIn, ev.Duration = EventFlowClosed, f.out, f.in, f.duration
 	if revoked {
 		ev.Kind, ev.Allowed, ev.Reason = EventFlowRevoked, false, "closed: the new policy denies it"
 	}
 	if err != nil && !revoked {
 		ev.Err = err.Error()
 	}
-	p.emit(ev)
+	f.pod.emit(ev)
 }
 
 // Recheck decides every open flow with a new policy and closes those it

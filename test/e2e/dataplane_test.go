@@ -304,12 +304,16 @@ func TestPolicyReloadClosesANowDeniedConnection(t *testing.T) {
 }
 
 // TestAttackRevokedSource: a stopped workload's SVID is
-// refused by the destination's HBONE server at once.
+// refused by the destination's HBONE server at once. The source's agent
+// opens streams optimistically (the request follows the CONNECT before the
+// answer), so this also proves that bytes sent ahead of a refusal never
+// reach the application and that the refused connection is not reported
+// as a flow.
 func TestAttackRevokedSource(t *testing.T) {
 	m := newMesh(t, shopPolicy)
 	frontend := m.addPod("frontend", 2, map[string]string{"app": "frontend"})
 	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
-	backend.serveHTTP(t, 8080)
+	served := serveHTTPIn(t, backend.ns, backend.name, 8080)
 	url := fmt.Sprintf("http://%s:8080/", backend.ip)
 	// A first request leaves a pooled HBONE connection from frontend to
 	// backend, authenticated with the SVID about to be revoked.
@@ -317,6 +321,7 @@ func TestAttackRevokedSource(t *testing.T) {
 		t.Fatalf("before revocation: %v %s", err, out)
 	}
 	m.revoked.Revoke(frontend.svid.Leaf())
+	servedBefore, openedBefore := served.Load(), len(m.eventsOf(dataplane.EventFlowOpened))
 	out, err := frontend.curl(t, url)
 	secRow(t, "revoked SVID reusing its pooled HBONE connection", "new stream refused", fmt.Sprintf("curl error %v", err != nil), err != nil)
 	if err == nil {
@@ -328,6 +333,19 @@ func TestAttackRevokedSource(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no inbound denial naming the revocation")
+	}
+	outbound := false
+	for _, e := range m.eventsOf(dataplane.EventDenied) {
+		outbound = outbound || (e.Direction == dataplane.Outbound && e.Reason == "denied by the destination's ingress policy")
+	}
+	if !outbound {
+		t.Error("the source's agent did not report the destination's refusal")
+	}
+	if n := served.Load() - servedBefore; n != 0 {
+		t.Errorf("the application answered %d requests sent ahead of the refusal", n)
+	}
+	if n := len(m.eventsOf(dataplane.EventFlowOpened)) - openedBefore; n != 0 {
+		t.Errorf("%d flows reported opened for the refused connection", n)
 	}
 }
 

@@ -151,35 +151,6 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	}, nil
 }
 
-// Dial opens a CONNECT stream to target (the destination application's
-// ip:port) through the HBONE server dst, authenticated as src, telling the
-// server that the original client is forwardedFor (skipped when invalid).
-// A refusal is a *StatusError; a failed handshake a *HandshakeError.
-func (p *Pool) Dial(ctx context.Context, src Source, dst Destination, target, forwardedFor netip.AddrPort) (*Stream, error) {
-	// A pooled connection can die (GOAWAY, lost PING) between reservation
-	// and use; nothing of the application was sent yet, so the stream is
-	// retried on another connection, a bounded number of times.
-	const attempts = 3
-	var err error
-	for range attempts {
-		var c *poolConn
-		c, err = p.reserve(ctx, src, dst)
-		if err != nil {
-			return nil, err
-		}
-		var s *Stream
-		s, err = c.open(ctx, p, dst, target, forwardedFor)
-		if err == nil {
-			return s, nil
-		}
-		p.release(c)
-		if !c.dead.Load() || ctx.Err() != nil {
-			return nil, err
-		}
-	}
-	return nil, err
-}
-
 // Rotate makes every connection of the source workload drain: no new
 // streams, closed when its last stream ends. Call it when the workload's
 // SVID is replaced or revoked; the next Dial connects with the new one.
