@@ -58,16 +58,20 @@ func (p *podProxy) outbound(c *net.TCPConn) {
 	// flow counts as opened only when the destination agrees (its policy
 	// allowed the source and the application was reached).
 	f := p.track(c, ev, srcSub.Endpoint(), dstEP)
-	up, err := dp.pool.DialEarly(ctx, hbone.Source{Key: p.pod.UID, SVID: p.pod.SVID, Dial: p.dialMarked},
+	up, err := dp.pool.Open(ctx, hbone.Source{Key: p.pod.UID, SVID: p.pod.SVID, Dial: p.dialMarked},
 		hbone.Destination{Addr: netip.AddrPortFrom(dst.Addr(), redirect.InboundHBONEPort), ID: idOf(dstEP.SPIFFEID)},
-		dst, client, func(err error) { f.answered(err, time.Since(connectStart)) })
+		dst, client)
 	if err != nil {
 		f.untrack()
 		ev.Connect = time.Since(connectStart)
 		p.upstreamFailed(c, ev, err)
 		return
 	}
-	f.pumpUntilAnswered(up)
+	f.pumpConnecting(up, func() error {
+		err := up.Connect(ctx)
+		f.answered(err, time.Since(connectStart))
+		return err
+	})
 }
 
 // upstreamFailed reports a flow whose destination could not be reached or
@@ -195,7 +199,7 @@ type flow struct {
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the pump has closed both sides
 	revoked  bool          // guarded by DataPlane.flowsMu
-	refused  error         // why the destination refused it; set before the answer is signalled
+	refused  error         // why the destination refused it (set by the pump's own goroutine)
 
 	// Set when the pump ended.
 	out, in  int64
@@ -229,16 +233,13 @@ func (f *flow) pump(up io.ReadWriteCloser) {
 	f.closed(f.pipe(up))
 }
 
-// pumpUntilAnswered copies through a stream opened optimistically. The
-// flow is reported opened when the destination agrees; a refusal resets
-// the application's connection (its bytes sent meanwhile were dropped at
-// the destination) and is reported instead of the flow.
-func (f *flow) pumpUntilAnswered(up *hbone.Stream) {
-	err := f.pipe(up)
-	// The pipe cannot end before the answer (reads of the stream wait for
-	// it), so this only orders the reads of f.ev and f.refused after the
-	// answer's writes.
-	<-up.Answered()
+// pumpConnecting copies through a stream whose CONNECT connect sends
+// while the application's first bytes already go out behind it. The flow
+// is reported opened when the destination agrees; a refusal resets the
+// application's connection (its bytes sent meanwhile were dropped at the
+// destination) and is reported instead of the flow.
+func (f *flow) pumpConnecting(up *hbone.Stream, connect func() error) {
+	err := f.pipeAfter(up, connect)
 	if f.refused == nil {
 		f.closed(err)
 		return
@@ -255,8 +256,8 @@ func (f *flow) pumpUntilAnswered(up *hbone.Stream) {
 	f.pod.upstreamFailed(f.c, ev, f.refused)
 }
 
-// answered is the stream's answer: called once, before the stream yields
-// any byte of the destination.
+// answered takes the stream's answer, before any byte of the destination
+// is copied.
 func (f *flow) answered(err error, connect time.Duration) {
 	f.ev.Connect = connect
 	if err != nil {
@@ -275,9 +276,18 @@ func (f *flow) opened() {
 
 // pipe copies between the application and up until both ended, then
 // forgets the flow.
-func (f *flow) pipe(up io.ReadWriteCloser) error {
+func (f *flow) pipe(up io.ReadWriteCloser) error { return f.pipeAfter(up, nil) }
+
+// pipeAfter is pipe with hbone.Pump.PipeAfter's first (nil: none).
+func (f *flow) pipeAfter(up io.ReadWriteCloser, first func() error) error {
 	start := time.Now()
-	out, in, err := hbone.Pipe(f.ctx, f.c, up)
+	var out, in int64
+	var err error
+	if first == nil {
+		out, in, err = hbone.Pipe(f.ctx, f.c, up)
+	} else {
+		out, in, err = hbone.Pump{}.PipeAfter(f.ctx, f.c, up, first)
+	}
 	close(f.done)
 	f.pod.dp.flowsMu.Lock()
 	delete(f.pod.dp.flows, f)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ztcn/ztcn/internal/dataplane/redirect"
+	"github.com/ztcn/ztcn/internal/netns"
 )
 
 // InNetns runs fn on a thread inside a pod's network namespace. Sockets
@@ -45,43 +46,43 @@ func listen(in InNetns, addr netip.AddrPort) (*net.TCPListener, error) {
 // If src is valid the connection leaves with src as its source address
 // (IP_TRANSPARENT + IP_FREEBIND): the application then sees the real
 // client instead of the agent, and its replies are routed back to the
-// agent by the pod's connmark rule and local route.
+// agent by the pod's connmark rule and local route. Only the socket is made
+// inside the namespace (netns.DialTCPVia): the connect waits outside.
 func dial(ctx context.Context, in InNetns, src, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
-	var conn net.Conn
-	err := in(func() error {
-		d := net.Dialer{Timeout: timeout, Control: func(_, _ string, c syscall.RawConn) error {
-			return control(c, func(fd int) error {
-				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, redirect.BypassMark); err != nil {
-					return fmt.Errorf("SO_MARK: %w", err)
-				}
-				if !src.IsValid() {
-					return nil
-				}
-				if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
-					return fmt.Errorf("IP_TRANSPARENT: %w", err)
-				}
-				if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1); err != nil {
-					return fmt.Errorf("IP_FREEBIND: %w", err)
-				}
-				// Binding the client's address with port 0 would make bind()
-				// pick a port unique across every destination, searching
-				// past all ports in use or in TIME_WAIT: slow, and
-				// exhaustible, under connection churn. Deferring the choice
-				// to connect() lets ports be shared by 4-tuple.
-				return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-			})
-		}}
-		if src.IsValid() {
-			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src.Addr(), 0))
-		}
-		var err error
-		conn, err = d.DialContext(ctx, "tcp4", dst.String())
-		return err
-	})
-	if err != nil {
-		return nil, err
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
-	return conn.(*net.TCPConn), nil
+	return netns.DialTCPVia(ctx, in, dst, func(fd int) error { return dialOptions(fd, src) })
+}
+
+// dialOptions sets the bypass mark and, for a transparent source, binds
+// it.
+func dialOptions(fd int, src netip.AddrPort) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, redirect.BypassMark); err != nil {
+		return fmt.Errorf("SO_MARK: %w", err)
+	}
+	if !src.IsValid() {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
+		return fmt.Errorf("IP_TRANSPARENT: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1); err != nil {
+		return fmt.Errorf("IP_FREEBIND: %w", err)
+	}
+	// Binding the client's address with port 0 would make bind() pick a
+	// port unique across every destination, searching past all ports in
+	// use or in TIME_WAIT: slow, and exhaustible, under connection churn.
+	// Deferring the choice to connect() lets ports be shared by 4-tuple.
+	if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+		return fmt.Errorf("IP_BIND_ADDRESS_NO_PORT: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.Addr().As4()}); err != nil {
+		return fmt.Errorf("bind %s: %w", src.Addr(), err)
+	}
+	return nil
 }
 
 func control(c syscall.RawConn, f func(fd int) error) error {

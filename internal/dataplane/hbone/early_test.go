@@ -12,36 +12,37 @@ import (
 	"time"
 )
 
-// A stream opened early carries the application's first bytes before the
-// destination answered, and they arrive once it agreed.
-func TestDialEarlySendsBeforeTheAnswer(t *testing.T) {
+// connectAsync runs s.Connect on its own goroutine, as the data plane's
+// pump does while the other direction writes.
+func connectAsync(ctx context.Context, s *Stream) <-chan error {
+	answers := make(chan error, 1)
+	go func() { answers <- s.Connect(ctx) }()
+	return answers
+}
+
+// A stream's first bytes leave before the destination answered, and
+// arrive once it agreed.
+func TestEarlyBytesBeforeTheAnswer(t *testing.T) {
 	release := make(chan struct{})
-	var wrote atomic.Bool
 	e := newEnv(t)
 	e.authz = func(_ context.Context, req *Request) (DialFunc, error) {
 		<-release // the answer waits until the client has written
 		return dialTCP(e.app), nil
 	}
-	answers := make(chan error, 1)
-	s, err := e.pool.DialEarly(context.Background(), e.src, e.dst, e.app, netip.AddrPort{}, func(err error) {
-		if !wrote.Load() {
-			t.Error("answer before the early write returned")
-		}
-		answers <- err
-	})
+	s, err := e.pool.Open(context.Background(), e.src, e.dst, e.app, netip.AddrPort{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	answers := connectAsync(context.Background(), s)
 	// The write returns once HTTP/2 took the bytes: the destination has
 	// not answered yet.
 	if _, err := s.Write([]byte("early bytes")); err != nil {
 		t.Fatal(err)
 	}
-	wrote.Store(true)
 	select {
-	case <-s.Answered():
-		t.Fatal("answered before the destination decided")
+	case err := <-answers:
+		t.Fatalf("answered (%v) before the destination decided", err)
 	default:
 	}
 	close(release)
@@ -57,18 +58,18 @@ func TestDialEarlySendsBeforeTheAnswer(t *testing.T) {
 
 // A refusal reaches onAnswer and Read; bytes sent ahead of it never reach
 // any application, and later writes fail instead of blocking.
-func TestDialEarlyRefusalDropsEarlyBytes(t *testing.T) {
+func TestEarlyBytesDroppedOnRefusal(t *testing.T) {
 	var appConns atomic.Int64
 	e := newEnv(t, withApp(func(c net.Conn) { appConns.Add(1); echo(c) }))
 	e.authz = func(context.Context, *Request) (DialFunc, error) {
 		return nil, fmt.Errorf("not this one: %w", ErrDenied)
 	}
-	answers := make(chan error, 1)
-	s, err := e.pool.DialEarly(context.Background(), e.src, e.dst, e.app, netip.AddrPort{}, func(err error) { answers <- err })
+	s, err := e.pool.Open(context.Background(), e.src, e.dst, e.app, netip.AddrPort{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	answers := connectAsync(context.Background(), s)
 	wrote := make(chan error, 1)
 	go func() {
 		// More than the first write, to be still writing at the refusal.
@@ -102,19 +103,19 @@ func TestDialEarlyRefusalDropsEarlyBytes(t *testing.T) {
 
 // ctx bounds the wait for the answer: a destination that never answers
 // fails the stream when ctx ends, and frees its slot.
-func TestDialEarlyAnswerTimeout(t *testing.T) {
+func TestConnectAnswerTimeout(t *testing.T) {
 	e := newEnv(t)
 	block := make(chan struct{})
 	defer close(block)
 	e.authz = func(context.Context, *Request) (DialFunc, error) { <-block; return nil, ErrDenied }
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	answers := make(chan error, 1)
-	s, err := e.pool.DialEarly(ctx, e.src, e.dst, e.app, netip.AddrPort{}, func(err error) { answers <- err })
+	s, err := e.pool.Open(ctx, e.src, e.dst, e.app, netip.AddrPort{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	answers := connectAsync(ctx, s)
 	select {
 	case err := <-answers:
 		if !errors.Is(err, context.DeadlineExceeded) {
@@ -126,25 +127,40 @@ func TestDialEarlyAnswerTimeout(t *testing.T) {
 	waitFor(t, "the slot to be freed", func() bool { return e.pool.Stats().Streams == 0 })
 }
 
-// Closing a stream before its answer returns promptly and frees the slot.
-func TestDialEarlyCloseBeforeAnswer(t *testing.T) {
+// Closing a stream while it waits for its answer, or before its CONNECT
+// was sent, returns promptly and frees the slot.
+func TestCloseBeforeAnswer(t *testing.T) {
 	e := newEnv(t)
 	block := make(chan struct{})
 	defer close(block)
 	e.authz = func(context.Context, *Request) (DialFunc, error) { <-block; return nil, ErrDenied }
-	s, err := e.pool.DialEarly(context.Background(), e.src, e.dst, e.app, netip.AddrPort{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { s.Close(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close blocked on a stream waiting for its answer")
-	}
-	if st := e.pool.Stats(); st.Streams != 0 {
-		t.Errorf("closed stream holds a slot: %+v", st)
+	for _, sent := range []bool{true, false} {
+		s, err := e.pool.Open(context.Background(), e.src, e.dst, e.app, netip.AddrPort{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var answers <-chan error
+		if sent {
+			answers = connectAsync(context.Background(), s)
+			waitFor(t, "the CONNECT to arrive", func() bool { return e.server.ActiveStreams() > 0 })
+		}
+		done := make(chan struct{})
+		go func() { s.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("sent %v: Close blocked", sent)
+		}
+		if answers != nil {
+			if err := <-answers; err == nil {
+				t.Error("Connect succeeded on a closed stream")
+			}
+		} else if err := s.Connect(context.Background()); !errors.Is(err, errNotConnected) {
+			t.Errorf("Connect after Close: %v, want errNotConnected", err)
+		}
+		if st := e.pool.Stats(); st.Streams != 0 {
+			t.Errorf("sent %v: closed stream holds a slot: %+v", sent, st)
+		}
 	}
 }
 
@@ -202,7 +218,7 @@ func TestTunnelBodyCloseAfterSettle(t *testing.T) {
 
 // An early stream reserved on a pooled connection that turns out dead is
 // retried on a new one, and the bytes written meanwhile go to the retry.
-func TestDialEarlyRetriesOnDeadConnection(t *testing.T) {
+func TestEarlyBytesSurviveARetry(t *testing.T) {
 	e := newEnv(t)
 	e.dial(t).Close()
 	e.pool.mu.Lock()
@@ -212,13 +228,17 @@ func TestDialEarlyRetriesOnDeadConnection(t *testing.T) {
 		}
 	}
 	e.pool.mu.Unlock()
-	s, err := e.pool.DialEarly(context.Background(), e.src, e.dst, e.app, netip.AddrPort{}, nil)
+	s, err := e.pool.Open(context.Background(), e.src, e.dst, e.app, netip.AddrPort{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	answers := connectAsync(context.Background(), s)
 	if _, err := s.Write([]byte("survives")); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-answers; err != nil {
+		t.Fatalf("answer: %v", err)
 	}
 	s.CloseWrite()
 	got, err := io.ReadAll(s)

@@ -69,7 +69,25 @@ func Pipe(ctx context.Context, a, b io.ReadWriteCloser) (aToB, bToA int64, err e
 // first cause, nil when every direction ended with EOF or a refused write
 // and nothing else went wrong.
 func (p Pump) Pipe(ctx context.Context, a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
-	s := &pipe{a: a, b: b, linger: p.linger}
+	return p.run(ctx, a, b, nil)
+}
+
+// PipeAfter is Pipe for a b that must be set up while a's first bytes
+// already flow into it: it copies a→b at once on another goroutine, runs
+// first on the calling goroutine, and copies b→a there once first returned
+// nil. An error of first aborts the pipe and is its result. The data plane
+// sends an HBONE CONNECT this way: the CONNECT goes out from this
+// goroutine without a hand-off, and the application's first bytes follow
+// it.
+func (p Pump) PipeAfter(ctx context.Context, a, b io.ReadWriteCloser, first func() error) (aToB, bToA int64, err error) {
+	bToA, aToB, err = p.run(ctx, b, a, first)
+	return aToB, bToA, err
+}
+
+// run copies y→x on a new goroutine and, after first (if any), x→y on this
+// one.
+func (p Pump) run(ctx context.Context, x, y io.ReadWriteCloser, first func() error) (xToY, yToX int64, err error) {
+	s := &pipe{a: x, b: y, linger: p.linger}
 	if s.linger <= 0 {
 		s.linger = defaultLinger
 	}
@@ -78,15 +96,24 @@ func (p Pump) Pipe(ctx context.Context, a, b io.ReadWriteCloser) (aToB, bToA int
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		bToA = s.half(a, b)
+		yToX = s.half(x, y)
 	}()
-	aToB = s.half(b, a)
+	started := true
+	if first != nil {
+		if ferr := first(); ferr != nil {
+			s.abort(ferr)
+			started = false
+		}
+	}
+	if started {
+		xToY = s.half(y, x)
+	}
 	<-done
 	stop()
 	s.idle.stop()
 	s.lingering.Load().stop()
 	s.closeAll()
-	return aToB, bToA, s.result()
+	return xToY, yToX, s.result()
 }
 
 // pipe is the state two directions share.

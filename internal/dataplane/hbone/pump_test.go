@@ -256,3 +256,58 @@ type rwc struct {
 }
 
 func (r *rwc) Close() error { return r.closer.Close() }
+
+// PipeAfter moves a→b while first runs, b→a only after it, and a failing
+// first aborts the pipe with its error.
+func TestPipeAfter(t *testing.T) {
+	t.Run("first succeeds", func(t *testing.T) {
+		client, in := tcpPair(t)
+		out, server := tcpPair(t)
+		io.WriteString(server, "answer")
+		release := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			up, down, err := Pump{}.PipeAfter(context.Background(), in, out, func() error {
+				<-release
+				return nil
+			})
+			if err == nil && (up != 5 || down != 6) {
+				err = errors.New("wrong counts")
+			}
+			done <- err
+		}()
+		io.WriteString(client, "early")
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(server, got); err != nil || string(got) != "early" {
+			t.Fatalf("server read %q, %v before first returned", got, err)
+		}
+		client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, _ := client.Read(make([]byte, 6)); n > 0 {
+			t.Fatal("b→a copied before first returned")
+		}
+		client.SetReadDeadline(time.Time{})
+		close(release)
+		resp := make([]byte, 6)
+		if _, err := io.ReadFull(client, resp); err != nil || string(resp) != "answer" {
+			t.Fatalf("client read %q, %v", resp, err)
+		}
+		client.(*net.TCPConn).CloseWrite()
+		server.(*net.TCPConn).CloseWrite()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("first fails", func(t *testing.T) {
+		client, in := tcpPair(t)
+		out, _ := tcpPair(t)
+		refused := errors.New("refused")
+		_, _, err := Pump{}.PipeAfter(context.Background(), in, out, func() error { return refused })
+		if !errors.Is(err, refused) {
+			t.Fatalf("PipeAfter = %v, want first's error", err)
+		}
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := client.Read(make([]byte, 1)); err == nil {
+			t.Error("the client's connection is still open after the abort")
+		}
+	})
+}

@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,20 +21,25 @@ import (
 // the bytes, so nothing piles up behind a slow peer). Close must be called
 // to free the stream's slot.
 //
-// A stream from DialEarly may be written before the destination answered
-// the CONNECT: the bytes follow the request's HEADERS, and Read waits for
-// the answer. The destination's agent keeps them in the stream's HTTP/2
-// window until its policy allowed the stream and the application was
-// dialed, and drops them on a refusal; nothing reaches the application
-// before that.
+// A stream from Open may be written before, and while, Connect sends the
+// CONNECT and waits for the answer: the bytes follow the request's
+// HEADERS, and Read waits for the answer. The destination's agent keeps
+// them in the stream's HTTP/2 window until its policy allowed the stream
+// and the application was dialed, and drops them on a refusal; nothing
+// reaches the application before that.
 type Stream struct {
 	pool   *Pool
 	body   *tunnelBody // the request body: bytes to the target
-	cancel context.CancelFunc
+	ctx    context.Context
+	cancel context.CancelFunc // ends the stream
+	src    Source
+	dst    Destination
 	target netip.AddrPort
+	fwd    netip.AddrPort
 	// conn carries the stream; a retry before the answer replaces it.
 	conn atomic.Pointer[poolConn]
 
+	connecting atomic.Bool
 	// answered is closed once the CONNECT was answered or failed; resp
 	// (the response body, bytes from the target) and err are set before.
 	answered chan struct{}
@@ -48,59 +54,64 @@ type Stream struct {
 // any of the application's bytes left.
 const connectAttempts = 3
 
-// DialEarly opens a CONNECT stream like Dial, but returns as soon as a
-// connection is ready and the request is on its way, without waiting for
-// the destination's answer: the caller can forward the application's
-// first bytes at once instead of a round trip later. A failed handshake is
-// still returned here (a *HandshakeError); the answer goes to onAnswer
-// (nil, a *StatusError for a refusal, or why the stream failed), called
-// once from the stream's own goroutine before Read returns anything. ctx
-// bounds the wait for the answer too: it must live until then.
-func (p *Pool) DialEarly(ctx context.Context, src Source, dst Destination, target, forwardedFor netip.AddrPort, onAnswer func(error)) (*Stream, error) {
+// errNotConnected is the answer of a stream closed before Connect.
+var errNotConnected = errors.New("hbone: stream closed before its CONNECT")
+
+// Open reserves a stream to target (the destination application's
+// ip:port) through the HBONE server dst, authenticated as src, telling the
+// server that the original client is forwardedFor (skipped when invalid).
+// It connects (and handshakes) when no pooled connection has room; a
+// failed handshake is a *HandshakeError. The CONNECT itself is sent by
+// Connect.
+func (p *Pool) Open(ctx context.Context, src Source, dst Destination, target, forwardedFor netip.AddrPort) (*Stream, error) {
 	c, err := p.reserve(ctx, src, dst)
 	if err != nil {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &Stream{pool: p, body: newTunnelBody(), cancel: cancel, target: target, answered: make(chan struct{})}
+	s := &Stream{pool: p, body: newTunnelBody(), ctx: sctx, cancel: cancel, src: src, dst: dst,
+		target: target, fwd: forwardedFor, answered: make(chan struct{})}
 	s.conn.Store(c)
-	go s.connect(ctx, sctx, c, src, dst, forwardedFor, onAnswer)
 	return s, nil
 }
 
-// Dial opens a CONNECT stream to target (the destination application's
-// ip:port) through the HBONE server dst, authenticated as src, telling the
-// server that the original client is forwardedFor (skipped when invalid),
-// and waits for the answer. A refusal is a *StatusError; a failed
-// handshake a *HandshakeError.
+// Dial is Open then Connect: it returns a stream the destination accepted.
+// A refusal is a *StatusError; a failed handshake a *HandshakeError.
 func (p *Pool) Dial(ctx context.Context, src Source, dst Destination, target, forwardedFor netip.AddrPort) (*Stream, error) {
-	s, err := p.DialEarly(ctx, src, dst, target, forwardedFor, nil)
+	s, err := p.Open(ctx, src, dst, target, forwardedFor)
 	if err != nil {
 		return nil, err
 	}
-	<-s.answered
-	if s.err != nil {
-		return nil, s.err
+	if err := s.Connect(ctx); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }
 
-// connect sends the CONNECT on c and waits for the answer, retrying on
-// another connection when c turns out dead before the transport took any
-// byte of the body. sctx is the stream's lifetime, ctx bounds the answer;
-// either ending ends sctx until the answer.
-func (s *Stream) connect(ctx, sctx context.Context, c *poolConn, src Source, dst Destination, forwardedFor netip.AddrPort, onAnswer func(error)) {
+// Connect sends the CONNECT and waits for the destination's answer: nil,
+// a *StatusError for a refusal, or why the stream failed. ctx bounds the
+// wait. A pooled connection found dead is replaced, and the CONNECT sent
+// again, as long as the transport took no byte of the body yet. Only the
+// first call sends; later ones return the same answer.
+func (s *Stream) Connect(ctx context.Context) error {
+	if !s.connecting.CompareAndSwap(false, true) {
+		<-s.answered
+		return s.err
+	}
 	stop := context.AfterFunc(ctx, s.cancel)
+	c := s.conn.Load()
 	var resp *http.Response
 	var err error
 	for attempt := 1; ; attempt++ {
 		body := s.body.reader()
-		resp, err = c.roundTrip(sctx, body, s.target, forwardedFor)
-		if err == nil || attempt == connectAttempts || !c.dead.Load() || body.taken() > 0 || ctx.Err() != nil || sctx.Err() != nil {
+		resp, err = c.roundTrip(s.ctx, body, s.target, s.fwd)
+		if err == nil || attempt == connectAttempts || !c.dead.Load() || body.taken() > 0 || s.ctx.Err() != nil {
 			break
 		}
 		s.pool.release(c)
-		if c, err = s.pool.reserve(sctx, src, dst); err != nil {
+		// s.ctx ends with ctx too (stop above), so this is bounded.
+		if c, err = s.pool.reserve(s.ctx, s.src, s.dst); err != nil {
 			c = nil
 			break
 		}
@@ -115,10 +126,10 @@ func (s *Stream) connect(ctx, sctx context.Context, c *poolConn, src Source, dst
 			resp.Body.Close()
 		}
 	case err != nil:
-		err = fmt.Errorf("hbone: CONNECT %s via %s: %w", s.target, dst.Addr, err)
+		err = fmt.Errorf("hbone: CONNECT %s via %s: %w", s.target, s.dst.Addr, err)
 	case resp.StatusCode != http.StatusOK:
 		resp.Body.Close()
-		err = &StatusError{Status: resp.StatusCode, Via: dst.Addr, Target: s.target}
+		err = &StatusError{Status: resp.StatusCode, Via: s.dst.Addr, Target: s.target}
 	}
 	if err != nil {
 		s.body.abort(err)
@@ -132,10 +143,8 @@ func (s *Stream) connect(ctx, sctx context.Context, c *poolConn, src Source, dst
 		s.resp = resp.Body
 	}
 	s.err = err
-	if onAnswer != nil {
-		onAnswer(err)
-	}
 	close(s.answered)
+	return err
 }
 
 // roundTrip sends CONNECT target with body on c and returns the answer.
@@ -160,10 +169,6 @@ func (c *poolConn) roundTrip(ctx context.Context, body io.ReadCloser, target, fo
 	}
 	return resp, err
 }
-
-// Answered is closed once the destination answered the CONNECT (or the
-// stream failed before it did).
-func (s *Stream) Answered() <-chan struct{} { return s.answered }
 
 // Read reads bytes the target sent; io.EOF once it half-closed. Before the
 // answer it waits for it, and a refusal is its error.
@@ -191,6 +196,14 @@ func (s *Stream) Close() error {
 	s.closeOnce.Do(func() {
 		s.body.abort(net.ErrClosed)
 		s.cancel()
+		if s.connecting.CompareAndSwap(false, true) {
+			// Never sent: nobody else will answer.
+			s.err = errNotConnected
+			s.pool.release(s.conn.Load())
+			s.conn.Store(nil)
+			close(s.answered)
+			return
+		}
 		<-s.answered // the cancel makes it prompt
 		if s.err == nil {
 			s.resp.Close()
