@@ -35,6 +35,8 @@ type env struct {
 	hsErrs  []error        // server handshake failures
 	authz   Authorize      // overrides the default Authorize when set
 	appConn func(net.Conn) // the application; echo by default
+	// wrapListener, if set, wraps the HBONE server's listener.
+	wrapListener func(net.Listener) net.Listener
 }
 
 type envOption func(*env, *ServerConfig, *PoolConfig)
@@ -49,6 +51,10 @@ func withApp(f func(net.Conn)) envOption {
 
 func withPoolConfig(f func(*PoolConfig)) envOption {
 	return func(_ *env, _ *ServerConfig, pc *PoolConfig) { f(pc) }
+}
+
+func withListener(wrap func(net.Listener) net.Listener) envOption {
+	return func(e *env, _ *ServerConfig, _ *PoolConfig) { e.wrapListener = wrap }
 }
 
 func withServerConfig(f func(*ServerConfig)) envOption {
@@ -97,6 +103,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e.hbone = ln.Addr().(*net.TCPAddr).AddrPort()
+	if e.wrapListener != nil {
+		ln = e.wrapListener(ln)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
