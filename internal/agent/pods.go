@@ -327,6 +327,16 @@ func (b controlBackend) RunPod(_ context.Context, p workload.Pod) (control.PodSt
 
 func (b controlBackend) StopPod(uid string) error { return b.a.StopPod(uid) }
 
+func (b controlBackend) Pod(uid string) (control.PodStatus, error) {
+	b.a.podsMu.Lock()
+	defer b.a.podsMu.Unlock()
+	p, ok := b.a.registry.Get(uid)
+	if !ok {
+		return control.PodStatus{}, fmt.Errorf("%w: %s", control.ErrNotFound, uid)
+	}
+	return b.a.podStatusLocked(p), nil
+}
+
 func (b controlBackend) Status() control.Status { return b.a.Status() }
 
 func (b controlBackend) SetDirectory(d control.Directory) error { return b.a.SetDirectory(d) }

@@ -44,6 +44,21 @@ func (c *Client) StopPod(ctx context.Context, uid string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/pods/"+url.PathEscape(uid), nil, nil)
 }
 
+// Pod is the status of the registered pod uid; an *APIError with Code 404
+// (see IsNotFound) if there is none.
+func (c *Client) Pod(ctx context.Context, uid string) (PodStatus, error) {
+	var st PodStatus
+	err := c.do(ctx, http.MethodGet, "/v1/pods/"+url.PathEscape(uid), nil, &st)
+	return st, err
+}
+
+// IsNotFound reports whether err is the agent answering that the pod is
+// not registered.
+func IsNotFound(err error) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.Code == http.StatusNotFound
+}
+
 // Pods lists the registered pods.
 func (c *Client) Pods(ctx context.Context) ([]PodStatus, error) {
 	var pods []PodStatus

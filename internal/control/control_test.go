@@ -54,6 +54,16 @@ func (r *recorder) StopPod(uid string) error {
 	return nil
 }
 
+func (r *recorder) Pod(uid string) (PodStatus, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.pods[uid]
+	if !ok {
+		return PodStatus{}, fmt.Errorf("%w: %s", ErrNotFound, uid)
+	}
+	return PodStatus{UID: p.UID, Name: p.Name, Namespace: p.Namespace}, nil
+}
+
 func (r *recorder) SetDirectory(d Directory) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -129,8 +139,14 @@ func TestPodLifecycleOverTheSocket(t *testing.T) {
 	if err != nil || len(full.Pods) != 1 || full.Events["denied"] != 2 {
 		t.Errorf("status = %+v, %v", full, err)
 	}
+	if one, err := c.Pod(ctx, "u1"); err != nil || one.UID != "u1" || one.Name != "web" {
+		t.Errorf("Pod(u1) = %+v, %v", one, err)
+	}
 	if err := c.StopPod(ctx, "u1"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Pod(ctx, "u1"); !IsNotFound(err) {
+		t.Errorf("Pod of a stopped pod: %v, want 404", err)
 	}
 	err = c.StopPod(ctx, "u1")
 	if !errors.As(err, &apiErr) || apiErr.Code != http.StatusNotFound {

@@ -23,6 +23,8 @@ type Backend interface {
 	RunPod(ctx context.Context, pod workload.Pod) (PodStatus, error)
 	// StopPod revokes and detaches the pod; ErrNotFound if unknown.
 	StopPod(uid string) error
+	// Pod is the status of one registered pod; ErrNotFound if unknown.
+	Pod(uid string) (PodStatus, error)
 	// SetDirectory replaces the list of remote workloads.
 	SetDirectory(d Directory) error
 	// Flows lists the open and recent flows that match.
@@ -110,6 +112,14 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/pods/{uid}", s.putPod)
 	mux.HandleFunc("DELETE /v1/pods/{uid}", s.deletePod)
+	mux.HandleFunc("GET /v1/pods/{uid}", func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.backend.Pod(r.PathValue("uid"))
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 	mux.HandleFunc("GET /v1/pods", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.backend.Status().Pods)
 	})

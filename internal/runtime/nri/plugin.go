@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -73,15 +72,11 @@ func (p *Plugin) CreateContainer(ctx context.Context, sb *api.PodSandbox, ctr *a
 	if hostNetwork(sb) {
 		return nil, nil, nil
 	}
-	pods, err := p.Control.Pods(ctx)
-	if err != nil {
+	switch _, err := p.Control.Pod(ctx, uidOf(sb)); {
+	case err == nil:
+		return nil, nil, nil
+	case !control.IsNotFound(err):
 		return nil, nil, fmt.Errorf("container %s of pod %s/%s: the ztcn agent: %w", ctr.GetName(), sb.GetNamespace(), sb.GetName(), err)
-	}
-	uid := uidOf(sb)
-	for _, r := range pods {
-		if r.UID == uid {
-			return nil, nil, nil
-		}
 	}
 	if _, err := p.register(ctx, sb); err != nil {
 		p.Log.Error("container refused: its pod is not secured", "pod", sb.GetNamespace()+"/"+sb.GetName(), "container", ctr.GetName(), "error", err)
@@ -193,8 +188,7 @@ func (p *Plugin) register(ctx context.Context, sb *api.PodSandbox) (control.PodS
 
 func (p *Plugin) deregister(ctx context.Context, uid string) error {
 	err := p.Control.StopPod(ctx, uid)
-	var apiErr *control.APIError
-	if errors.As(err, &apiErr) && apiErr.Code == http.StatusNotFound {
+	if control.IsNotFound(err) {
 		err = nil
 	}
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strconv"
 
@@ -134,8 +133,7 @@ func (h *Hook) Poststop(ctx context.Context, st *specs.State) error {
 	var err error
 	if !SharesSandbox(st) {
 		err = h.Control.StopPod(ctx, st.ID)
-		var apiErr *control.APIError
-		if errors.As(err, &apiErr) && apiErr.Code == http.StatusNotFound {
+		if control.IsNotFound(err) {
 			err = nil
 		}
 		if err != nil {
