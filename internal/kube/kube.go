@@ -1,9 +1,10 @@
 // Package kube connects ztcn to the Kubernetes API when it runs in a
-// cluster: NetworkPolicy objects feed the policy index as a policy.Source,
-// and the pods of this node supply what a pod sandbox does not carry (its
+// cluster: NetworkPolicy objects feed the policy index as a policy.Source
+// (their namespaceSelectors resolved against the namespaces' labels), and
+// the pods of this node supply what a pod sandbox does not carry (its
 // service account, its labels as the API has them) to the NRI plugin.
 //
-// Both are client-go informers: one list and then a watch, answered from
+// All are client-go informers: one list and then a watch, answered from
 // a local cache, so a pod start costs no API round trip.
 package kube
 

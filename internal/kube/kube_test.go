@@ -97,3 +97,94 @@ func TestPodsAnswersFromTheNodesPods(t *testing.T) {
 		t.Fatalf("an unknown pod answered: %v %v", ok, err)
 	}
 }
+
+// TestNamespaceSelectorsFollowNamespaceLabels: a NetworkPolicy selecting
+// namespaces by a label other than their name allows exactly the pods of
+// the namespaces carrying it, and labelling a namespace later changes the
+// documents (and so the verdicts) live.
+func TestNamespaceSelectorsFollowNamespaceLabels(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := func(name string, labels map[string]string) *corev1.Namespace {
+		l := map[string]string{"kubernetes.io/metadata.name": name}
+		for k, v := range labels {
+			l[k] = v
+		}
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
+	}
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "from-trusted", Namespace: "shop"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"trust": "high"}}},
+				// Left alone: it names the namespace.
+				{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "ops"}}},
+			}}},
+		},
+	}
+	client := fake.NewClientset(np, ns("shop", nil), ns("ops", nil), ns("batch", nil),
+		ns("web", map[string]string{"trust": "high"}), ns("api", map[string]string{"trust": "high"}))
+	src, err := WatchNetworkPolicies(ctx, client, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := func(ns string) *policy.Endpoint {
+		return &policy.Endpoint{Workload: true, Namespace: ns, Name: "p", ServiceAccount: "default",
+			Labels: map[string]string{"app": "x"}, NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
+	}
+	allowed := func(from string) bool {
+		t.Helper()
+		docs := src.Documents()
+		if len(docs) != 1 {
+			t.Fatalf("documents: %+v", docs)
+		}
+		set, diags := policy.LoadBytes(docs[0].Name, docs[0].Data)
+		if diags.HasErrors() {
+			t.Fatalf("%s: %v\n%s", docs[0].Name, diags, docs[0].Data)
+		}
+		ix, err := policy.Compile(set, policy.IsolateSelected)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ix.Decide(ix.Resolve(endpoint(from)), ix.Resolve(endpoint("shop")), policy.TCP, 80).Allowed
+	}
+	for from, want := range map[string]bool{"web": true, "api": true, "ops": true, "batch": false, "shop": false} {
+		if got := allowed(from); got != want {
+			t.Errorf("from %s: allowed %v, want %v", from, got, want)
+		}
+	}
+
+	// Labelling batch lets it in; removing the label from every namespace
+	// leaves a selector that picks nothing, which must not fail to load.
+	if _, err := client.CoreV1().Namespaces().Update(ctx, ns("batch", map[string]string{"trust": "high"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitChanged(t, src)
+	waitFor(t, "batch to be let in", func() bool { return allowed("batch") })
+	for _, name := range []string{"web", "api", "batch"} {
+		if _, err := client.CoreV1().Namespaces().Update(ctx, ns(name, nil), metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every labelled namespace to be out", func() bool { return !allowed("web") && !allowed("api") && !allowed("batch") })
+	if !allowed("ops") {
+		t.Error("the namespace named by kubernetes.io/metadata.name lost its access")
+	}
+	// The informer's objects are never rewritten in place.
+	got, _ := client.NetworkingV1().NetworkPolicies("shop").Get(ctx, "from-trusted", metav1.GetOptions{})
+	if got.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels["trust"] != "high" {
+		t.Errorf("the stored object changed: %+v", got.Spec.Ingress[0].From[0])
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

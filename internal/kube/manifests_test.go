@@ -115,11 +115,23 @@ func TestDeployManifests(t *testing.T) {
 	if !slices.Equal(names, []string{"agent", "nri"}) || !spec.HostNetwork || !spec.HostPID || spec.ServiceAccountName != "ztcn" {
 		t.Fatalf("DaemonSet pod: containers %v, hostNetwork %v, hostPID %v, sa %q", names, spec.HostNetwork, spec.HostPID, spec.ServiceAccountName)
 	}
+	watched := map[string]bool{}
 	for _, r := range role.Rules {
 		for _, v := range r.Verbs {
 			if !slices.Contains([]string{"get", "list", "watch"}, v) {
 				t.Fatalf("ClusterRole may %s %v", v, r.Resources)
 			}
+		}
+		if slices.Contains(r.Verbs, "list") && slices.Contains(r.Verbs, "watch") {
+			for _, res := range r.Resources {
+				watched[res] = true
+			}
+		}
+	}
+	// What the informers of this package list and watch.
+	for _, res := range []string{"pods", "namespaces", "networkpolicies"} {
+		if !watched[res] {
+			t.Errorf("ClusterRole does not let the agent list and watch %s", res)
 		}
 	}
 }

@@ -260,7 +260,8 @@ const k8sPolicyWithoutClient = `policies: []
 `
 
 // k8sNetworkPolicies let batch's worker reach shop's server on 8080 (both
-// ends, as in a default-deny cluster).
+// ends, as in a default-deny cluster). The server's side selects the
+// namespaces labelled ztcn.io/e2e-role=jobs, which batch is not at first.
 const k8sNetworkPolicies = `apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: server-from-batch, namespace: shop}
@@ -269,7 +270,7 @@ spec:
   policyTypes: [Ingress]
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: batch}}
+    - namespaceSelector: {matchLabels: {ztcn.io/e2e-role: jobs}}
     ports: [{port: 8080, protocol: TCP}]
 ---
 apiVersion: networking.k8s.io/v1
@@ -368,9 +369,15 @@ func TestKubernetes(t *testing.T) {
 		t.Fatal("the worker reached the server with no rule allowing it")
 	}
 
-	// A NetworkPolicy applied with kubectl joins the index, live.
+	// A NetworkPolicy applied with kubectl joins the index, live; its
+	// namespaceSelector follows the namespaces' labels, live too.
 	k.apply(k8sNetworkPolicies)
+	k.kubectl("label", "namespace", "batch", "ztcn.io/e2e-role=jobs")
 	waitFor(t, "the NetworkPolicies to allow the worker", func() bool { return reaches(t, worker, dst) })
+	k.kubectl("label", "namespace", "batch", "ztcn.io/e2e-role-")
+	waitFor(t, "the unlabelled namespace to lose its access", func() bool { return !reaches(t, worker, dst) })
+	k.kubectl("label", "namespace", "batch", "ztcn.io/e2e-role=jobs")
+	waitFor(t, "the relabelled namespace to get its access back", func() bool { return reaches(t, worker, dst) })
 	k.kubectl("-n", "shop", "delete", "networkpolicy", "server-from-batch")
 	waitFor(t, "the deleted NetworkPolicy to deny the worker", func() bool { return !reaches(t, worker, dst) })
 
