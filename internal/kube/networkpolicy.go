@@ -89,10 +89,7 @@ func (s *NetworkPolicies) put(obj any) {
 }
 
 func (s *NetworkPolicies) delete(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	np, ok := obj.(*networkingv1.NetworkPolicy)
+	np, ok := deleted(obj).(*networkingv1.NetworkPolicy)
 	if !ok {
 		return
 	}
@@ -120,10 +117,7 @@ func (s *NetworkPolicies) putNamespace(obj any) {
 }
 
 func (s *NetworkPolicies) deleteNamespace(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	ns, ok := obj.(*corev1.Namespace)
+	ns, ok := deleted(obj).(*corev1.Namespace)
 	if !ok {
 		return
 	}
@@ -131,6 +125,15 @@ func (s *NetworkPolicies) deleteNamespace(obj any) {
 	delete(s.namespaces, ns.Name)
 	s.mu.Unlock()
 	s.signal()
+}
+
+// deleted is the object of an informer's delete event, also when the
+// informer missed the deletion and only knows the last state it saw.
+func deleted(obj any) any {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return obj
 }
 
 func (s *NetworkPolicies) signal() {
