@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -89,6 +90,13 @@ func connect(ctx context.Context, f *os.File, dst netip.AddrPort) error {
 		case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
 			return false // woken early
 		case 0:
+			// No error is not yet a connection: a wake-up for a soft
+			// error (a dropped SYN's EPERM) leaves SO_ERROR 0 while
+			// the connect goes on. Connected means it has a peer, as in
+			// package net.
+			if _, err := unix.Getpeername(int(fd)); err != nil {
+				return false
+			}
 			cerr = nil
 		default:
 			cerr = e
@@ -98,6 +106,11 @@ func connect(ctx context.Context, f *os.File, dst netip.AddrPort) error {
 	if werr != nil {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if errors.Is(werr, os.ErrDeadlineExceeded) {
+			// The only deadline set is ctx's, and the socket's can
+			// expire a moment before ctx notices its own.
+			return context.DeadlineExceeded
 		}
 		return werr
 	}
