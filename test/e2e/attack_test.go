@@ -215,7 +215,7 @@ func TestAttackHBONEListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	otherSVID := m.pods["other"].svid
+	otherSVID := m.pods["other"].svid.Load()
 	connect := func(svid *identity.SVID, target netip.AddrPort) error {
 		s, err := pool.Dial(context.Background(), hbone.Source{Key: svid.ID.String(), SVID: func() *identity.SVID { return svid }},
 			hbone.Destination{Addr: hboneAddr}, target, netip.AddrPortFrom(m.pods["other"].ip, 40000))

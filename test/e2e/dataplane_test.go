@@ -67,7 +67,9 @@ type meshPod struct {
 	name string
 	ip   netip.Addr
 	ns   *netns.NS
-	svid *identity.SVID
+	// svid is what the agent reads for the pod; a test swaps it, as the
+	// identity manager's rotation does, while the agent reads.
+	svid atomic.Pointer[identity.SVID]
 	// nodeVeth is the pod's veth end in the node namespace: a capture
 	// there sees everything the pod sends and receives.
 	nodeVeth string
@@ -156,8 +158,9 @@ func (m *mesh) addPod(name string, host byte, labels map[string]string) *meshPod
 	}
 	ep := &policy.Endpoint{Workload: true, Namespace: "shop", Name: name, ServiceAccount: name, Labels: labels,
 		NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": "shop"}, SPIFFEID: id.String(), IP: ip}
-	p := &meshPod{name: name, ip: ip, ns: np.NS, svid: svid, nodeVeth: np.NodeVeth}
-	if err := m.dp.Attach(dataplane.Pod{UID: name, IP: ip, NS: np.NS, Endpoint: ep, SVID: func() *identity.SVID { return p.svid }}); err != nil {
+	p := &meshPod{name: name, ip: ip, ns: np.NS, nodeVeth: np.NodeVeth}
+	p.svid.Store(svid)
+	if err := m.dp.Attach(dataplane.Pod{UID: name, IP: ip, NS: np.NS, Endpoint: ep, SVID: p.svid.Load}); err != nil {
 		m.t.Fatal(err)
 	}
 	m.pods[name] = p
@@ -320,7 +323,7 @@ func TestAttackRevokedSource(t *testing.T) {
 	if out, err := frontend.curl(t, url); err != nil {
 		t.Fatalf("before revocation: %v %s", err, out)
 	}
-	m.revoked.Revoke(frontend.svid.Leaf())
+	m.revoked.Revoke(frontend.svid.Load().Leaf())
 	servedBefore, openedBefore := served.Load(), len(m.eventsOf(dataplane.EventFlowOpened))
 	out, err := frontend.curl(t, url)
 	secRow(t, "revoked SVID reusing its pooled HBONE connection", "new stream refused", fmt.Sprintf("curl error %v", err != nil), err != nil)
@@ -433,13 +436,13 @@ func TestRotationIsSeamless(t *testing.T) {
 	}
 	open := dialEcho(t, frontend.ns, netip.AddrPortFrom(backend.ip, 7000))
 
-	old := frontend.svid
+	old := frontend.svid.Load()
 	fresh, err := m.ca.IssueSVID(identity.SVIDRequest{ID: old.ID, TTL: time.Hour,
 		Claims: identity.Claims{WorkloadUID: "frontend", Labels: map[string]string{"app": "frontend"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	frontend.svid = fresh // what the identity manager's rotation does
+	frontend.svid.Store(fresh) // what the identity manager's rotation does
 	m.revoked.Revoke(old.Leaf())
 
 	if out, err := frontend.curl(t, url); err != nil || !strings.Contains(out, "hello from backend") {

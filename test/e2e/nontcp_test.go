@@ -75,9 +75,10 @@ func (n *nonTCPMesh) attachWithAllowlist(name string, host byte, labels map[stri
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	p := &meshPod{name: name, ip: ep.IP, ns: np.NS, svid: svid, nodeVeth: np.NodeVeth}
+	p := &meshPod{name: name, ip: ep.IP, ns: np.NS, nodeVeth: np.NodeVeth}
+	p.svid.Store(svid)
 	if err := n.dp.Attach(dataplane.Pod{UID: name, IP: ep.IP, NS: np.NS, Endpoint: ep,
-		SVID: func() *identity.SVID { return p.svid }, NonTCP: n.allowlist(name)}); err != nil {
+		SVID: p.svid.Load, NonTCP: n.allowlist(name)}); err != nil {
 		n.t.Fatal(err)
 	}
 	n.pods[name] = p

@@ -3,10 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +30,9 @@ type nriRuntime struct {
 	node   *ociNode
 	socket string
 	nri    *adaptation.Adaptation
+	// pods are the sandboxes "running", what Synchronize reports. The
+	// runtime's goroutines read them when a plugin connects.
+	podsMu sync.Mutex
 	pods   map[string]*adaptation.PodSandbox
 	plugin *exec.Cmd
 	logs   *lockedBuffer
@@ -38,10 +44,9 @@ func newNRIRuntime(t *testing.T, node *ociNode) *nriRuntime {
 	dir := t.TempDir()
 	r := &nriRuntime{t: t, node: node, socket: filepath.Join(dir, "nri.sock"), pods: map[string]*adaptation.PodSandbox{}}
 	sync := func(ctx context.Context, cb adaptation.SyncCB) error {
-		var pods []*adaptation.PodSandbox
-		for _, p := range r.pods {
-			pods = append(pods, p)
-		}
+		r.podsMu.Lock()
+		pods := slices.Collect(maps.Values(r.pods))
+		r.podsMu.Unlock()
 		_, err := cb(ctx, pods, nil)
 		return err
 	}
@@ -128,9 +133,20 @@ func (r *nriRuntime) run(sb *adaptation.PodSandbox) error {
 	defer cancel()
 	err := r.nri.RunPodSandbox(ctx, &adaptation.StateChangeEvent{Pod: sb})
 	if err == nil {
-		r.pods[sb.Uid] = sb
+		r.setRunning(sb, true)
 	}
 	return err
+}
+
+// setRunning adds sb to the sandboxes Synchronize reports, or removes it.
+func (r *nriRuntime) setRunning(sb *adaptation.PodSandbox, running bool) {
+	r.podsMu.Lock()
+	defer r.podsMu.Unlock()
+	if running {
+		r.pods[sb.Uid] = sb
+	} else {
+		delete(r.pods, sb.Uid)
+	}
 }
 
 func (r *nriRuntime) stop(sb *adaptation.PodSandbox) {
@@ -143,7 +159,7 @@ func (r *nriRuntime) stop(sb *adaptation.PodSandbox) {
 	if err := r.nri.RemovePodSandbox(ctx, &adaptation.StateChangeEvent{Pod: sb}); err != nil {
 		r.t.Fatal(err)
 	}
-	delete(r.pods, sb.Uid)
+	r.setRunning(sb, false)
 }
 
 func (r *nriRuntime) createContainer(sb *adaptation.PodSandbox) error {
@@ -191,7 +207,7 @@ func TestNRIPluginSecuresPodSandboxes(t *testing.T) {
 	rt := newNRIRuntime(t, node)
 
 	early := rt.newSandbox("server", "server")
-	rt.pods[early.Uid] = early // running before the plugin connects
+	rt.setRunning(early, true) // running before the plugin connects
 	rt.startPlugin()
 	server, ok := node.podByUID(early.Uid)
 	if !ok {
@@ -254,7 +270,7 @@ func TestNRIPluginSecuresPodSandboxes(t *testing.T) {
 	// The intruder goes while the plugin is down: Synchronize at the
 	// reconnection deregisters it; the server, still running, stays.
 	rt.stopPlugin()
-	delete(rt.pods, intruder.Uid)
+	rt.setRunning(intruder, false)
 	rt.startPlugin()
 	if _, ok := node.podByUID(intruder.Uid); ok {
 		t.Fatalf("a pod removed while the plugin was away is still registered:\n%s", rt.logs.String())
