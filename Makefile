@@ -10,7 +10,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 # Package patterns for the default suite; long benchmarks live in bench/.
 PKGS        ?= ./...
 
-.PHONY: all build test lint vet staticcheck bench bench-quick bench-go conformance security e2e-k8s fmt clean
+.PHONY: all build test test-race lint vet staticcheck bench bench-quick bench-go conformance security e2e-k8s fmt clean
 
 all: build
 
@@ -21,6 +21,10 @@ build:
 # CI=true, where they fail instead.
 test:
 	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+# The same suite under the race detector (about 3 minutes more on 2 cores).
+test-race:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 vet:
 	$(GO) vet $(PKGS)
