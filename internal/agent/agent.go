@@ -21,6 +21,7 @@ import (
 	"github.com/ztcn/ztcn/internal/config"
 	"github.com/ztcn/ztcn/internal/control"
 	"github.com/ztcn/ztcn/internal/dataplane"
+	"github.com/ztcn/ztcn/internal/dataplane/redirect"
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/policy"
 	"github.com/ztcn/ztcn/internal/telemetry"
@@ -182,7 +183,12 @@ func New(opts Options) (*Agent, error) {
 		Rotation:                cfg.RotationFor,
 	})
 	if opts.DataPlane {
+		var probes dataplane.Probes
+		if cfg.Network.KubeletProbes {
+			probes.Source = redirect.DefaultProbeSource
+		}
 		dp, err := dataplane.New(dataplane.Config{
+			Probes:    probes,
 			Mode:      dataplane.Mode(cfg.Policy.Mode),
 			Policy:    a.Policy,
 			Verifier:  a.Verifier(),

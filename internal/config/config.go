@@ -104,6 +104,11 @@ type Network struct {
 	Bridge string
 	// PodCIDR is the IPv4 range their addresses come from.
 	PodCIDR netip.Prefix
+	// KubeletProbes lets the node's own TCP to pods (the kubelet's HTTP
+	// and TCP probes) reach their applications in every mode: it leaves
+	// the node with the link-local source 169.254.7.127, which the pods'
+	// rules let through in plaintext and which no pod may send from.
+	KubeletProbes bool
 }
 
 // KeyType is the algorithm of workload keys (identity.key_type).

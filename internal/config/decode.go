@@ -110,8 +110,9 @@ func (d *decoder) schema(c *Config) map[string]field {
 			"admin_address": d.str(&t.AdminAddress, checkAddress),
 		}),
 		"network": d.table(map[string]field{
-			"bridge":   d.str(&n.Bridge, checkInterfaceName),
-			"pod_cidr": d.podCIDR(&n.PodCIDR),
+			"bridge":         d.str(&n.Bridge, checkInterfaceName),
+			"pod_cidr":       d.podCIDR(&n.PodCIDR),
+			"kubelet_probes": d.boolean(&n.KubeletProbes),
 		}),
 	}
 }

@@ -68,6 +68,7 @@ func (c *Config) TOML() ([]byte, error) {
 	w.header("[%s]", "network")
 	w.str("bridge", c.Network.Bridge)
 	w.str("pod_cidr", c.Network.PodCIDR.String())
+	w.line("kubelet_probes", strconv.FormatBool(c.Network.KubeletProbes))
 
 	if w.err != nil {
 		return nil, w.err

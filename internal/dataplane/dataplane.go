@@ -61,6 +61,24 @@ type Config struct {
 	Log     *slog.Logger
 	// ConnectTimeout bounds connects to destinations and applications.
 	ConnectTimeout time.Duration
+	// Probes, if its Source is valid, lets the node's own TCP (kubelet
+	// probes) reach the pods' applications: see Probes.
+	Probes Probes
+}
+
+// Probes lets kubelet probes through in every mode. The node's own TCP to
+// an attached pod leaves the node with Source as its source address, and
+// each pod's rules let TCP from Source through to the application in
+// plaintext; nothing a pod sends may carry Source (redirect.
+// InstallNodeProbes). In strict mode probes are otherwise plaintext from
+// outside the mesh, and refused.
+type Probes struct {
+	// Source is the address probes come from (redirect.DefaultProbeSource);
+	// the zero Addr turns probes off.
+	Source netip.Addr
+	// NodeNS is the node's network namespace, where the kubelet runs; nil
+	// is this process's own (the agent runs on the node's network).
+	NodeNS *netns.NS
 }
 
 // DataPlane proxies the attached pods of one node.
@@ -81,6 +99,9 @@ type DataPlane struct {
 	// remote caches resolved directory workloads: [0] for the enforced
 	// index, [1] for the staged view.
 	remote [2]subjectCache
+
+	// probesMu serializes the node probe rules' updates.
+	probesMu sync.Mutex
 }
 
 type subjectCache struct {
@@ -113,7 +134,45 @@ func New(cfg Config) (*DataPlane, error) {
 		return nil, err
 	}
 	dp.pool = pool
+	if cfg.Probes.Source.IsValid() {
+		if err := dp.syncProbes(); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
 	return dp, nil
+}
+
+// syncProbes writes the node's probe rules for the pods attached now.
+func (dp *DataPlane) syncProbes() error {
+	if !dp.cfg.Probes.Source.IsValid() {
+		return nil
+	}
+	dp.probesMu.Lock()
+	defer dp.probesMu.Unlock()
+	dp.mu.Lock()
+	ips := slices.Collect(maps.Keys(dp.byIP))
+	dp.mu.Unlock()
+	return withNodeNS(dp.cfg.Probes.NodeNS, func(nsh vnetns.NsHandle) error {
+		if err := redirect.InstallNodeProbes(nsh, dp.cfg.Probes.Source, ips); err != nil {
+			return fmt.Errorf("dataplane: kubelet probes: %w", err)
+		}
+		return nil
+	})
+}
+
+// withNodeNS calls fn with a handle of ns, or of this process's own
+// namespace when ns is nil.
+func withNodeNS(ns *netns.NS, fn func(vnetns.NsHandle) error) error {
+	if ns != nil {
+		return fn(vnetns.NsHandle(ns.Fd()))
+	}
+	own, err := vnetns.Get()
+	if err != nil {
+		return fmt.Errorf("dataplane: open the node's network namespace: %w", err)
+	}
+	defer own.Close()
+	return fn(own)
 }
 
 // Pod is a workload to attach.
@@ -167,7 +226,7 @@ func (dp *DataPlane) Attach(pod Pod) error {
 		return fmt.Errorf("dataplane: pod %s: an IPv4 address is required", pod.UID)
 	}
 	nsh := vnetns.NsHandle(pod.NS.Fd())
-	if err := redirect.Install(nsh, redirect.Spec{NonTCP: pod.NonTCP}); err != nil {
+	if err := redirect.Install(nsh, redirect.Spec{NonTCP: pod.NonTCP, ProbeSource: dp.cfg.Probes.Source}); err != nil {
 		return fmt.Errorf("dataplane: pod %s: install redirection: %w", pod.UID, err)
 	}
 	p := &podProxy{dp: dp, pod: pod, in: func(fn func() error) error { return netns.Do(pod.NS, fn) },
@@ -183,6 +242,10 @@ func (dp *DataPlane) Attach(pod Pod) error {
 	dp.pods[pod.UID] = p
 	dp.byIP[pod.IP] = p
 	dp.mu.Unlock()
+	if err := dp.syncProbes(); err != nil {
+		// The pod is attached and secured; only its probes would fail.
+		dp.cfg.Log.Error("kubelet probes not set up for the pod", "pod", pod.UID, "error", err)
+	}
 	return nil
 }
 
@@ -263,7 +326,7 @@ func (dp *DataPlane) Detach(uid string) error {
 	p.nsMu.Lock()
 	defer p.nsMu.Unlock()
 	p.detached = true
-	return redirect.Remove(vnetns.NsHandle(p.pod.NS.Fd()))
+	return errors.Join(redirect.Remove(vnetns.NsHandle(p.pod.NS.Fd())), dp.syncProbes())
 }
 
 // attached returns the pod with this UID and locks its namespace; the
@@ -283,7 +346,9 @@ func (dp *DataPlane) attached(uid string) (*podProxy, error) {
 }
 
 // spec is what the pod's rules should be. The caller holds p.nsMu.
-func (p *podProxy) spec() redirect.Spec { return redirect.Spec{NonTCP: p.nonTCP} }
+func (p *podProxy) spec() redirect.Spec {
+	return redirect.Spec{NonTCP: p.nonTCP, ProbeSource: p.dp.cfg.Probes.Source}
+}
 
 // Pods lists the UIDs of the attached pods, sorted: what a reconcile loop
 // walks with Health or Repair.
@@ -310,7 +375,7 @@ func (dp *DataPlane) SetNonTCP(uid string, allow []redirect.Allow) error {
 	// Health and Repair compare against the list asked for from now on,
 	// whether or not the switch works: it is what the pod should have.
 	p.nonTCP, p.applied = slices.Clone(allow), false
-	if err := redirect.SetNonTCPAllowlist(vnetns.NsHandle(p.pod.NS.Fd()), allow); err != nil {
+	if err := redirect.SetNonTCPAllowlist(vnetns.NsHandle(p.pod.NS.Fd()), p.spec()); err != nil {
 		return fmt.Errorf("dataplane: pod %s: set non-TCP allowlist: %w", uid, err)
 	}
 	p.applied = true
@@ -363,6 +428,9 @@ func (dp *DataPlane) Close() error {
 		errs = append(errs, dp.Detach(uid))
 	}
 	errs = append(errs, dp.pool.Close())
+	if dp.cfg.Probes.Source.IsValid() {
+		errs = append(errs, withNodeNS(dp.cfg.Probes.NodeNS, redirect.RemoveNodeProbes))
+	}
 	return errors.Join(errs...)
 }
 

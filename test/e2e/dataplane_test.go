@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztcn/ztcn/internal/dataplane"
+	"github.com/ztcn/ztcn/internal/dataplane/redirect"
 	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/netns"
 	"github.com/ztcn/ztcn/internal/policy"
@@ -81,6 +82,13 @@ func newMesh(t *testing.T, policyYAML string) *mesh {
 
 func newMeshMode(t *testing.T, policyYAML string, mode dataplane.Mode) *mesh {
 	t.Helper()
+	return newMeshWith(t, policyYAML, mode, false)
+}
+
+// newMeshWith is newMeshMode; with probes the agent lets the node's own
+// TCP (kubelet probes) through, the node's namespace playing the node.
+func newMeshWith(t *testing.T, policyYAML string, mode dataplane.Mode, probes bool) *mesh {
+	t.Helper()
 	requireRoot(t, "curl")
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
@@ -108,7 +116,12 @@ func newMeshMode(t *testing.T, policyYAML string, mode dataplane.Mode) *mesh {
 	}
 	m.setPolicy(policyYAML)
 
+	var pr dataplane.Probes
+	if probes {
+		pr = dataplane.Probes{Source: redirect.DefaultProbeSource, NodeNS: node.NS()}
+	}
 	dp, err := dataplane.New(dataplane.Config{
+		Probes:   pr,
 		Mode:     mode,
 		Policy:   m.snap.Load,
 		Verifier: identity.NewVerifier(m.bundles, m.revoked),

@@ -227,6 +227,11 @@ spec:
     args: [serve, ":8080"]
     env:
     - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    # The kubelet probes from the node, in plaintext: in strict mode the
+    # pod becomes Ready only through kubelet_probes.
+    readinessProbe:
+      httpGet: {path: /, port: 8080}
+      periodSeconds: 1
 ---
 apiVersion: v1
 kind: Pod

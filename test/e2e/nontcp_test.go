@@ -333,7 +333,7 @@ func TestAttackUDPEvasion(t *testing.T) {
 	t.Run("Repair restores the allowlist last set", func(t *testing.T) {
 		// Someone empties b's allowlist behind the data plane's back.
 		nsh := vnetns.NsHandle(b.ns.Fd())
-		if err := redirect.SetNonTCPAllowlist(nsh, nil); err != nil {
+		if err := redirect.SetNonTCPAllowlist(nsh, redirect.Spec{}); err != nil {
 			t.Fatal(err)
 		}
 		h, err := m.dp.Health("b")

@@ -372,6 +372,10 @@ down() {
 		nft delete table ip kube-proxy 2>/dev/null && e2e_log "deleted nftables table ip kube-proxy"
 		nft delete table ip6 kube-proxy 2>/dev/null && e2e_log "deleted nftables table ip6 kube-proxy"
 	fi
+	# ztcn's kubelet-probe tables on the node (kubelet_probes = true): the
+	# agent keeps them when it stops, as it keeps the pods' rules.
+	nft delete table ip ztcn-node 2>/dev/null && e2e_log "deleted nftables table ip ztcn-node"
+	nft delete table bridge ztcn-node 2>/dev/null && e2e_log "deleted nftables table bridge ztcn-node"
 	# The kubelet's legacy log symlinks point into the run directory.
 	for l in /var/log/containers/*.log; do
 		[ -L "$l" ] && case $(readlink "$l") in "$E2E_RUN"/*) rm -f "$l" ;; esac

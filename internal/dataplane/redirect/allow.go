@@ -165,6 +165,17 @@ func boxFromKeys(key, keyEnd []byte) (box, error) {
 // sets, each list sorted and free of overlaps.
 type compiled struct {
 	egress, ingress []box
+	probe           netip.Addr // Spec.ProbeSource
+}
+
+// compileSpec is compile for a whole Spec.
+func compileSpec(spec Spec) (compiled, error) {
+	if spec.ProbeSource.IsValid() && !spec.ProbeSource.Is4() {
+		return compiled{}, fmt.Errorf("redirect: probe source %s is not an IPv4 address", spec.ProbeSource)
+	}
+	c, err := compile(spec.NonTCP)
+	c.probe = spec.ProbeSource
+	return c, err
 }
 
 // compile validates entries and turns them into disjoint set elements.

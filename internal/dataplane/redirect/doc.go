@@ -15,7 +15,14 @@
 // Install, Verify, Repair, SetNonTCPAllowlist and Remove take the pod's
 // namespace as an open handle; the agent itself stays in its own
 // namespace. OriginalDst reads where a redirected connection was going.
+//
+// InstallNodeProbes programs the node's side of kubelet probes: the node's
+// own TCP to meshed pods leaves with ProbeSource as its source, which the
+// pods' rules let through to the application in plaintext, and nothing
+// from a pod may carry that source.
 package redirect
+
+import "net/netip"
 
 // Spec is the desired redirection of one pod, which Install programs and
 // Verify compares against.
@@ -23,4 +30,14 @@ type Spec struct {
 	// NonTCP lists the non-TCP flows the pod may take part in. Every other
 	// UDP, SCTP or ICMP packet is dropped; nil allows none.
 	NonTCP []Allow
+	// ProbeSource, if valid, is the address the node's agent gives the
+	// node's own TCP to pods (InstallNodeProbes): kubelet probes. Inbound
+	// TCP from it goes to the application directly, in plaintext, in every
+	// mode. The zero Addr: none (probes from the node are plaintext from
+	// outside the mesh, refused in strict mode).
+	ProbeSource netip.Addr
 }
+
+// DefaultProbeSource is the link-local address Istio ambient uses for the
+// same purpose: never a pod's, never routed off the node.
+var DefaultProbeSource = netip.MustParseAddr("169.254.7.127")

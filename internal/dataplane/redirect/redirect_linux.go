@@ -32,7 +32,7 @@ import (
 // The caller serializes Install, Repair, SetNonTCPAllowlist and Remove for
 // one pod; different pods may be programmed concurrently.
 func Install(ns netns.NsHandle, spec Spec) error {
-	c, err := compile(spec.NonTCP)
+	c, err := compileSpec(spec)
 	if err != nil {
 		return err
 	}
@@ -105,9 +105,10 @@ func Install(ns netns.NsHandle, spec Spec) error {
 // Then the conntrack entries of flows the new list no longer admits are
 // deleted, so that withdrawing a permission also ends the flows already
 // open under it. It fails if the rule set is not installed (Install, or
-// Repair, first).
-func SetNonTCPAllowlist(ns netns.NsHandle, entries []Allow) error {
-	c, err := compile(entries)
+// Repair, first). spec is the pod's whole Spec (its NonTCP the new list):
+// the chains rewritten hold other rules of it too.
+func SetNonTCPAllowlist(ns netns.NsHandle, spec Spec) error {
+	c, err := compileSpec(spec)
 	if err != nil {
 		return err
 	}

@@ -422,11 +422,37 @@ func TestVerifyComparesTheAllowlist(t *testing.T) {
 	if h := mustVerify(t, tp.pod, b); h.State != Drifted || !h.Has(SetMismatch) {
 		t.Fatalf("Verify against another allowlist = %v, want a set mismatch", h)
 	}
-	if err := SetNonTCPAllowlist(tp.pod, b.NonTCP); err != nil {
+	if err := SetNonTCPAllowlist(tp.pod, b); err != nil {
 		t.Fatal(err)
 	}
 	if h := mustVerify(t, tp.pod, b); h.State != Healthy {
 		t.Fatalf("after SetNonTCPAllowlist: %v", h)
+	}
+}
+
+// The probe exemption is part of the rule set Verify compares: a pod
+// installed with it is healthy only against a spec with it, and switching
+// the allowlist keeps it.
+func TestVerifyComparesTheProbeExemption(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t)
+	with := Spec{ProbeSource: DefaultProbeSource}
+	install(t, tp.pod, with)
+	if h := mustVerify(t, tp.pod, with); h.State != Healthy {
+		t.Fatalf("Verify with the probe source: %v", h)
+	}
+	if h := mustVerify(t, tp.pod, Spec{}); h.State != Drifted || !h.Has(RuleMismatch) {
+		t.Fatalf("Verify without the probe source = %v, want a rule mismatch", h)
+	}
+	with.NonTCP = []Allow{{Direction: Egress, Protocol: UDP, Peer: netip.MustParsePrefix("10.99.0.1/32"), Port: 53}}
+	if err := SetNonTCPAllowlist(tp.pod, with); err != nil {
+		t.Fatal(err)
+	}
+	if h := mustVerify(t, tp.pod, with); h.State != Healthy {
+		t.Fatalf("after SetNonTCPAllowlist: %v", h)
+	}
+	if err := Install(tp.pod, Spec{ProbeSource: netip.MustParseAddr("fe80::1")}); err == nil {
+		t.Error("an IPv6 probe source was accepted")
 	}
 }
 
@@ -489,7 +515,7 @@ func TestNonTCPAllowlist(t *testing.T) {
 		if _, _, err := s.ReadFrom(make([]byte, 64)); err != nil {
 			t.Fatalf("no reply, the flow is not established: %v", err)
 		}
-		err := SetNonTCPAllowlist(tp.pod, []Allow{{Direction: Ingress, Protocol: UDP, Peer: peerNet, Port: 5000}})
+		err := SetNonTCPAllowlist(tp.pod, Spec{NonTCP: []Allow{{Direction: Ingress, Protocol: UDP, Peer: peerNet, Port: 5000}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -501,7 +527,7 @@ func TestNonTCPAllowlist(t *testing.T) {
 		if ping(t, tp.pod, tp.peerIP) {
 			t.Error("ping got an answer without an ICMP entry")
 		}
-		err := SetNonTCPAllowlist(tp.pod, []Allow{{Direction: Egress, Protocol: ICMP, Peer: netip.PrefixFrom(tp.peerIP, 32)}})
+		err := SetNonTCPAllowlist(tp.pod, Spec{NonTCP: []Allow{{Direction: Egress, Protocol: ICMP, Peer: netip.PrefixFrom(tp.peerIP, 32)}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -522,7 +548,7 @@ func TestNonTCPAllowlist(t *testing.T) {
 			wg           sync.WaitGroup
 		)
 		// The flow must be allowed before the sender starts.
-		if err := SetNonTCPAllowlist(tp.pod, lists[1]); err != nil {
+		if err := SetNonTCPAllowlist(tp.pod, Spec{NonTCP: lists[1]}); err != nil {
 			t.Fatal(err)
 		}
 		s := udpSocket(t, tp.pod)
@@ -543,7 +569,7 @@ func TestNonTCPAllowlist(t *testing.T) {
 			}
 		}()
 		for i := range 50 {
-			if err := SetNonTCPAllowlist(tp.pod, lists[i%2]); err != nil {
+			if err := SetNonTCPAllowlist(tp.pod, Spec{NonTCP: lists[i%2]}); err != nil {
 				t.Error(err)
 				break
 			}
@@ -708,7 +734,7 @@ func TestRemove(t *testing.T) {
 	if err := Remove(tp.pod); err != nil {
 		t.Fatalf("Remove of nothing: %v", err)
 	}
-	if err := SetNonTCPAllowlist(tp.pod, nil); err == nil {
+	if err := SetNonTCPAllowlist(tp.pod, Spec{}); err == nil {
 		t.Error("SetNonTCPAllowlist without Install succeeded")
 	}
 

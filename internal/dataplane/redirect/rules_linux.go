@@ -3,6 +3,7 @@ package redirect
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -134,12 +135,13 @@ func mainTable(c compiled, gen int) tableSpec {
 			{
 				name: "nat_prerouting", typ: nftables.ChainTypeNAT, hook: *nftables.ChainHookPrerouting,
 				prio: *nftables.ChainPriorityNATDest, policy: nftables.ChainPolicyAccept,
-				rules: []ruleSpec{
-					{"ztcn: inbound TCP except HBONE to the agent's plaintext listener",
+				rules: present(
+					probeRule(c, "ztcn"),
+					ruleSpec{"ztcn: inbound TCP except HBONE to the agent's plaintext listener",
 						cat(l4proto(unix.NFT_CMP_EQ, unix.IPPROTO_TCP), addrIs(unix.NFT_CMP_NEQ, offDaddr, loopback),
 							dportIs(unix.NFT_CMP_NEQ, InboundHBONEPort), markIs(unix.NFT_CMP_NEQ, BypassMark),
 							redirectTo(InboundPlaintextPort))},
-				},
+				),
 			},
 			{
 				name: "nat_output", typ: nftables.ChainTypeNAT, hook: *nftables.ChainHookOutput,
@@ -198,16 +200,17 @@ func guardTable(c compiled, gen int) tableSpec {
 			{
 				name: "input", typ: nftables.ChainTypeFilter, hook: *nftables.ChainHookInput,
 				prio: *nftables.ChainPriorityFilter, policy: nftables.ChainPolicyDrop,
-				rules: []ruleSpec{
-					{"ztcn-guard: loopback inside the pod", cat(ifname(expr.MetaKeyIIFNAME, "lo"), accept())},
-					{"ztcn-guard: IPv6 is not redirected, so it is refused", cat(nfprotoIsNot(unix.NFPROTO_IPV4), drop())},
-					{"ztcn-guard: replies and related ICMP", cat(ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())},
-					{"ztcn-guard: redirected to the agent by table ip ztcn", cat(ctStatusHas(ipsDstNAT), accept())},
-					{"ztcn-guard: HBONE", cat(l4proto(unix.NFT_CMP_EQ, unix.IPPROTO_TCP), dportIs(unix.NFT_CMP_EQ, InboundHBONEPort), accept())},
-					{"ztcn-guard: TCP that was not redirected", cat(l4proto(unix.NFT_CMP_EQ, unix.IPPROTO_TCP), rejectTCP())},
-					{"ztcn-guard: allowed non-TCP", allowLookup(offSaddr, false, setName(setAllowIn, gen))},
-					{"ztcn-guard: allowed ICMP echo", allowLookup(offSaddr, true, setName(setAllowIn, gen))},
-				},
+				rules: present(
+					ruleSpec{"ztcn-guard: loopback inside the pod", cat(ifname(expr.MetaKeyIIFNAME, "lo"), accept())},
+					ruleSpec{"ztcn-guard: IPv6 is not redirected, so it is refused", cat(nfprotoIsNot(unix.NFPROTO_IPV4), drop())},
+					ruleSpec{"ztcn-guard: replies and related ICMP", cat(ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())},
+					ruleSpec{"ztcn-guard: redirected to the agent by table ip ztcn", cat(ctStatusHas(ipsDstNAT), accept())},
+					ruleSpec{"ztcn-guard: HBONE", cat(l4proto(unix.NFT_CMP_EQ, unix.IPPROTO_TCP), dportIs(unix.NFT_CMP_EQ, InboundHBONEPort), accept())},
+					probeRule(c, "ztcn-guard"),
+					ruleSpec{"ztcn-guard: TCP that was not redirected", cat(l4proto(unix.NFT_CMP_EQ, unix.IPPROTO_TCP), rejectTCP())},
+					ruleSpec{"ztcn-guard: allowed non-TCP", allowLookup(offSaddr, false, setName(setAllowIn, gen))},
+					ruleSpec{"ztcn-guard: allowed ICMP echo", allowLookup(offSaddr, true, setName(setAllowIn, gen))},
+				),
 			},
 			{
 				name: "output", typ: nftables.ChainTypeFilter, hook: *nftables.ChainHookOutput,
@@ -246,6 +249,24 @@ const (
 	offSaddr = 12
 	offDaddr = 16
 )
+
+// probeRule lets inbound TCP from the node's probe source
+// (Spec.ProbeSource) through to the application: the node's agent gives
+// that source to the node's own TCP to pods (kubelet probes), and drops it
+// on anything a pod sends (InstallNodeProbes). Without a probe source it
+// is no rule (see present).
+func probeRule(c compiled, table string) ruleSpec {
+	if !c.probe.IsValid() {
+		return ruleSpec{}
+	}
+	return ruleSpec{table + ": kubelet probes (the node's TCP, source " + c.probe.String() + ") go to the application",
+		cat(l4proto(unix.NFT_CMP_EQ, unix.IPPROTO_TCP), addrIs(unix.NFT_CMP_EQ, offSaddr, c.probe), accept())}
+}
+
+// present is the rules that are rules (probeRule may give none).
+func present(rules ...ruleSpec) []ruleSpec {
+	return slices.DeleteFunc(rules, func(r ruleSpec) bool { return r.exprs == nil })
+}
 
 func cat(parts ...[]expr.Any) []expr.Any {
 	var out []expr.Any

@@ -18,7 +18,7 @@ import (
 // local route. Differences are drift, reported in the Health; the error is
 // for failing to read.
 func Verify(ns netns.NsHandle, spec Spec) (Health, error) {
-	c, err := compile(spec.NonTCP)
+	c, err := compileSpec(spec)
 	if err != nil {
 		return Health{}, err
 	}
