@@ -37,6 +37,10 @@ func DialTCPVia(ctx context.Context, enter func(func() error) error, dst netip.A
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		return os.NewSyscallError("socket", err)
 	}); err != nil {
+		if fd >= 0 {
+			// Made, then switching the thread back failed: close it.
+			unix.Close(fd)
+		}
 		return nil, fmt.Errorf("dial %s: %w", dst, err)
 	}
 	// os.NewFile on a non-blocking socket gives a file the runtime's
