@@ -191,6 +191,11 @@ func (a *Agent) reconcile() {
 	for _, uid := range uids {
 		a.reconcilePod(uid)
 	}
+	// The node's probe rules are rewritten whole, drifted or not: one
+	// small transaction, and a flushed ruleset gets them back.
+	if err := a.dp.RepairProbes(); err != nil {
+		a.log.Error("kubelet probe rules", "error", err)
+	}
 }
 
 func (a *Agent) reconcilePod(uid string) {

@@ -143,6 +143,11 @@ func New(cfg Config) (*DataPlane, error) {
 	return dp, nil
 }
 
+// RepairProbes rewrites the node's kubelet probe rules (Config.Probes) for
+// the pods attached now, whatever state they are in; without probes it
+// does nothing.
+func (dp *DataPlane) RepairProbes() error { return dp.syncProbes() }
+
 // syncProbes writes the node's probe rules for the pods attached now.
 func (dp *DataPlane) syncProbes() error {
 	if !dp.cfg.Probes.Source.IsValid() {

@@ -41,6 +41,19 @@ func TestKubeletProbesReachPodsInStrictMode(t *testing.T) {
 	if served.Load() == 0 {
 		t.Fatal("the application served no probe")
 	}
+	// The node's rules are repaired whole (the agent's reconcile loop).
+	if err := redirect.RemoveNodeProbes(vnetns.NsHandle(m.node.NS().Fd())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.httpFromNode(t, netip.AddrPortFrom(backend.ip, 8080)); err == nil {
+		t.Fatal("a probe got in without the node's rules: the test proves nothing")
+	}
+	if err := m.dp.RepairProbes(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.httpFromNode(t, netip.AddrPortFrom(backend.ip, 8080)); err != nil {
+		t.Fatalf("probe after RepairProbes: %v", err)
+	}
 	// A pod's plaintext, bypassing its own agent, is still refused.
 	if _, err := plaintextFrom(frontend.ns, netip.Addr{}, netip.AddrPortFrom(backend.ip, 8080)); err == nil {
 		t.Error("a pod's plaintext reached the application")
