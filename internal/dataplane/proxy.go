@@ -116,8 +116,8 @@ func (p *podProxy) authorizeHBONE(_ context.Context, req *hbone.Request) (hbone.
 		return nil, hbone.ErrDenied
 	}
 	snap := p.dp.cfg.Policy()
-	srcEP := peerEndpoint(req.Peer, src.Addr())
-	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, req.Target.Port())
+	srcEP := p.dp.peerEndpointOf(req.Peer, src.Addr())
+	v := snap.Index.Decide(p.dp.subjectOf(snap.Index, srcEP), p.subjectFor(snap.Index), policy.TCP, req.Target.Port())
 	sev := Event{Direction: Inbound, Source: src, Dest: req.Target, SourceID: srcEP.SPIFFEID, DestID: p.pod.Endpoint.SPIFFEID,
 		SourceEP: p.dp.describe(srcEP), DestEP: p.pod.Endpoint, Allowed: v.Allowed, Enforced: p.dp.cfg.Mode != Audit, Reason: v.Reason.String(), Rule: ruleText(snap.Index, v)}
 	p.staged(snap, &sev, srcEP, p.pod.Endpoint, req.Target.Port(), v)
@@ -154,7 +154,7 @@ func (p *podProxy) plaintext(c *net.TCPConn) {
 		return
 	}
 	ev := Event{Direction: Inbound, Source: client, Dest: dst, DestID: p.pod.Endpoint.SPIFFEID, Enforced: dp.cfg.Mode != Audit,
-		SourceEP: outsideEndpoint(client.Addr()), DestEP: p.pod.Endpoint}
+		SourceEP: dp.outsideEndpointOf(client.Addr()), DestEP: p.pod.Endpoint}
 	if dp.cfg.Mode == Strict {
 		ev.Kind, ev.Reason = EventPlaintextRefused, "plaintext refused in strict mode (peer not authenticated)"
 		p.emit(ev)
@@ -164,8 +164,8 @@ func (p *podProxy) plaintext(c *net.TCPConn) {
 	// An unauthenticated peer is judged by its address alone, whatever
 	// workload it claims to be.
 	snap := dp.cfg.Policy()
-	srcEP := outsideEndpoint(client.Addr())
-	v := snap.Index.Decide(snap.Index.Resolve(srcEP), p.subjectFor(snap.Index), policy.TCP, dst.Port())
+	srcEP := dp.outsideEndpointOf(client.Addr())
+	v := snap.Index.Decide(dp.subjectOf(snap.Index, srcEP), p.subjectFor(snap.Index), policy.TCP, dst.Port())
 	ev.Allowed, ev.Reason, ev.Rule = v.Allowed, v.Reason.String(), ruleText(snap.Index, v)
 	p.staged(snap, &ev, srcEP, p.pod.Endpoint, dst.Port(), v)
 	if !v.Allowed {

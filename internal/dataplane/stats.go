@@ -25,7 +25,7 @@ func (p *podProxy) inboundStreamEnded(e hbone.StreamEvent) {
 	}
 	ev := Event{Kind: EventFlowClosed, Direction: Inbound, Source: src, Dest: e.Request.Target,
 		SourceID: e.Request.Peer.ID.String(), DestID: p.pod.Endpoint.SPIFFEID,
-		SourceEP: p.dp.describe(peerEndpoint(e.Request.Peer, src.Addr())), DestEP: p.pod.Endpoint,
+		SourceEP: p.dp.describe(p.dp.peerEndpointOf(e.Request.Peer, src.Addr())), DestEP: p.pod.Endpoint,
 		Allowed: true, Enforced: p.dp.cfg.Mode != Audit,
 		BytesIn: e.ToApp, BytesOut: e.FromApp, Duration: e.Duration}
 	if e.Err != nil {
