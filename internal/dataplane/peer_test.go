@@ -72,7 +72,8 @@ func TestPeersAreResolvedOncePerPolicyVersion(t *testing.T) {
 		t.Error("a new policy version reused the old resolution")
 	}
 	out := dp.outsideEndpointOf(netip.MustParseAddr("203.0.113.9"))
-	if out != dp.endpointAt(netip.MustParseAddr("203.0.113.9")) || dp.subjectOf(snap.Index, out) != dp.subjectOf(snap.Index, out) {
+	firstOut := dp.subjectOf(snap.Index, out)
+	if again := dp.endpointAt(netip.MustParseAddr("203.0.113.9")); again != out || dp.subjectOf(snap.Index, again) != firstOut {
 		t.Error("an outside address is resolved per connection")
 	}
 }
