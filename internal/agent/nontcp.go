@@ -2,7 +2,6 @@ package agent
 
 import (
 	"github.com/ztcn/ztcn/internal/control"
-	"github.com/ztcn/ztcn/internal/dataplane"
 	"github.com/ztcn/ztcn/internal/dataplane/redirect"
 	"github.com/ztcn/ztcn/internal/policy"
 )
@@ -30,7 +29,9 @@ func (a *Agent) peerEndpointsLocked() []*policy.Endpoint {
 // attached pods (plus ep itself, which may not be attached yet).
 func (a *Agent) nonTCPFor(snap *policy.Snapshot, ep *policy.Endpoint) []redirect.Allow {
 	peers := append(a.peerEndpointsLocked(), ep)
-	return dataplane.NonTCPAllowlist(snap.Index, snap.Index.Resolve(ep), peers)
+	// ep is not attached yet (an attached pod at its address may be its
+	// previous registration): resolved afresh.
+	return a.dp.NonTCPAllowlist(snap.Index, snap.Index.Resolve(ep), peers)
 }
 
 // syncNonTCPLocked recompiles and applies every attached pod's allowlist.
@@ -40,7 +41,7 @@ func (a *Agent) syncNonTCPLocked() {
 	snap := a.Policy()
 	peers := a.peerEndpointsLocked()
 	for uid, ap := range a.attached {
-		allow := dataplane.NonTCPAllowlist(snap.Index, snap.Index.Resolve(ap.endpoint), peers)
+		allow := a.dp.NonTCPAllowlist(snap.Index, a.dp.Subject(snap.Index, ap.endpoint), peers)
 		if err := a.dp.SetNonTCP(uid, allow); err != nil {
 			ap.health.State, ap.health.Error = control.RedirectionFailed, err.Error()
 			a.log.Error("non-TCP allowlist not updated; the previous one stays in force", "uid", uid, "error", err)

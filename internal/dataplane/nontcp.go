@@ -51,6 +51,24 @@ import (
 // A self resolved with another index compiles to an empty list: every
 // non-TCP packet is dropped (fail closed).
 func NonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.Endpoint) []redirect.Allow {
+	return nonTCPAllowlist(ix, self, peers, ix.Resolve)
+}
+
+// NonTCPAllowlist is the package's NonTCPAllowlist with the peers resolved
+// through the data plane's subject caches (see subjectOf), so that
+// recompiling every pod's list costs one resolution per peer and policy
+// version, not one per pod and peer: at 100,000 rules a resolution takes
+// about 190 µs. The peers must be immutable (attached pods' and directory
+// endpoints).
+func (dp *DataPlane) NonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.Endpoint) []redirect.Allow {
+	return nonTCPAllowlist(ix, self, peers, func(ep *policy.Endpoint) *policy.Subject { return dp.subjectOf(ix, ep) })
+}
+
+// Subject is ep resolved against ix through the data plane's caches (see
+// NonTCPAllowlist for the conditions).
+func (dp *DataPlane) Subject(ix *policy.Index, ep *policy.Endpoint) *policy.Subject { return dp.subjectOf(ix, ep) }
+
+func nonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.Endpoint, resolve func(*policy.Endpoint) *policy.Subject) []redirect.Allow {
 	selfIP := self.Endpoint().IP.Unmap()
 
 	// The known workloads, sorted by address, one admission per address.
@@ -67,7 +85,7 @@ func NonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.End
 		if !ip.Is4() || ip == selfIP {
 			continue
 		}
-		known = append(known, peer{ip: addrU32(ip), adm: admissionOf(ix, self, ix.Resolve(ep))})
+		known = append(known, peer{ip: addrU32(ip), adm: admissionOf(ix, self, resolve(ep))})
 	}
 	slices.SortStableFunc(known, func(a, b peer) int { return cmp.Compare(a.ip, b.ip) })
 	n := 0

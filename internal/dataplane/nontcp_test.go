@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ztcn/ztcn/internal/dataplane/redirect"
+	"github.com/ztcn/ztcn/internal/identity"
 	"github.com/ztcn/ztcn/internal/policy"
 )
 
@@ -74,6 +75,33 @@ const shopNonTCPPolicy = `policies:
 networks:
   dns: ["192.0.2.0/24"]
 `
+
+// The data plane's NonTCPAllowlist resolves the peers through its caches
+// and compiles the same lists as the package function, which resolves
+// every peer for every pod.
+func TestDataPlaneNonTCPAllowlistMatches(t *testing.T) {
+	ix := compilePolicy(t, policy.IsolateAll, shopNonTCPPolicy)
+	snap := &policy.Snapshot{Index: ix}
+	dp, err := New(Config{Policy: func() *policy.Snapshot { return snap }, Verifier: identity.NewVerifier(identity.NewBundles(), nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	a, b, c := shopPods()
+	peers := []*policy.Endpoint{a, b, c}
+	for _, self := range peers {
+		for range 2 { // the second time from the caches
+			want := allowStrings(NonTCPAllowlist(ix, ix.Resolve(self), peers))
+			if got := allowStrings(dp.NonTCPAllowlist(ix, ix.Resolve(self), peers)); !slices.Equal(got, want) {
+				t.Errorf("%s: data plane %v, package %v", self.Name, got, want)
+			}
+		}
+	}
+	first := dp.Subject(ix, b)
+	if again := dp.Subject(ix, b); again != first {
+		t.Error("a peer was resolved twice for one policy version")
+	}
+}
 
 func TestNonTCPAllowlistFromNativePolicy(t *testing.T) {
 	ix := compilePolicy(t, policy.IsolateAll, shopNonTCPPolicy)
