@@ -51,7 +51,7 @@ import (
 // A self resolved with another index compiles to an empty list: every
 // non-TCP packet is dropped (fail closed).
 func NonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.Endpoint) []redirect.Allow {
-	return nonTCPAllowlist(ix, self, peers, ix.Resolve)
+	return nonTCPAllowlist(ix, self, peers, ix.Resolve, func(ip netip.Addr) *policy.Subject { return ix.Resolve(outsideEndpoint(ip)) })
 }
 
 // NonTCPAllowlist is the package's NonTCPAllowlist with the peers resolved
@@ -61,14 +61,19 @@ func NonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.End
 // about 190 µs. The peers must be immutable (attached pods' and directory
 // endpoints).
 func (dp *DataPlane) NonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.Endpoint) []redirect.Allow {
-	return nonTCPAllowlist(ix, self, peers, func(ep *policy.Endpoint) *policy.Subject { return dp.subjectOf(ix, ep) })
+	return nonTCPAllowlist(ix, self, peers,
+		func(ep *policy.Endpoint) *policy.Subject { return dp.subjectOf(ix, ep) },
+		func(ip netip.Addr) *policy.Subject { return dp.subjectOf(ix, dp.outsideEndpointOf(ip)) })
 }
 
 // Subject is ep resolved against ix through the data plane's caches (see
 // NonTCPAllowlist for the conditions).
 func (dp *DataPlane) Subject(ix *policy.Index, ep *policy.Endpoint) *policy.Subject { return dp.subjectOf(ix, ep) }
 
-func nonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.Endpoint, resolve func(*policy.Endpoint) *policy.Subject) []redirect.Allow {
+// nonTCPAllowlist is NonTCPAllowlist with the resolution of peers and of
+// outside addresses given.
+func nonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.Endpoint,
+	resolve func(*policy.Endpoint) *policy.Subject, resolveOutside func(netip.Addr) *policy.Subject) []redirect.Allow {
 	selfIP := self.Endpoint().IP.Unmap()
 
 	// The known workloads, sorted by address, one admission per address.
@@ -126,7 +131,7 @@ func nonTCPAllowlist(ix *policy.Index, self *policy.Subject, peers []*policy.End
 	next := 0
 	for i := 0; i+1 < len(cuts); i++ {
 		lo, end := cuts[i], cuts[i+1]
-		outside := admissionOf(ix, self, ix.Resolve(outsideEndpoint(u32Addr(uint32(lo)))))
+		outside := admissionOf(ix, self, resolveOutside(u32Addr(uint32(lo))))
 		for ; next < len(known) && uint64(known[next].ip) < end; next++ {
 			ip := uint64(known[next].ip)
 			if lo < ip {
