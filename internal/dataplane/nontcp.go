@@ -68,7 +68,9 @@ func (dp *DataPlane) NonTCPAllowlist(ix *policy.Index, self *policy.Subject, pee
 
 // Subject is ep resolved against ix through the data plane's caches (see
 // NonTCPAllowlist for the conditions).
-func (dp *DataPlane) Subject(ix *policy.Index, ep *policy.Endpoint) *policy.Subject { return dp.subjectOf(ix, ep) }
+func (dp *DataPlane) Subject(ix *policy.Index, ep *policy.Endpoint) *policy.Subject {
+	return dp.subjectOf(ix, ep)
+}
 
 // nonTCPAllowlist is NonTCPAllowlist with the resolution of peers and of
 // outside addresses given.
