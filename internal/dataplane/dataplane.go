@@ -503,17 +503,25 @@ func (p *podProxy) subjectFor(ix *policy.Index) *policy.Subject {
 }
 
 // endpointKey is what an endpoint of a peer or an outside address is made
-// of: the verified peer of one TLS connection (nil outside the mesh) and
-// the address.
+// of: the peer's leaf certificate (its SPIFFE ID and signature, which no
+// other certificate shares; empty outside the mesh) and the address.
+// Strings, not the peer: a key must not keep the certificate chains of
+// connections long gone in memory.
 type endpointKey struct {
-	peer *identity.Peer
+	cert string
 	ip   netip.Addr
 }
 
-// peerEndpointOf is peerEndpoint, the same pointer for the same peer and
-// address, so that every stream of a pooled connection is resolved once.
+// peerEndpointOf is peerEndpoint, the same pointer for the same peer
+// certificate and address, so that every stream of a pooled connection
+// (and of the next connection with the same SVID) is resolved once.
 func (dp *DataPlane) peerEndpointOf(peer *identity.Peer, ip netip.Addr) *policy.Endpoint {
-	return dp.endpointMemo(endpointKey{peer, ip}, func() *policy.Endpoint { return peerEndpoint(peer, ip) })
+	k := endpointKey{cert: peer.ID.String(), ip: ip}
+	if len(peer.Chain) > 0 {
+		// The endpoint is made from the leaf: its ID and its claims.
+		k.cert += "#" + string(peer.Chain[0].Signature)
+	}
+	return dp.endpointMemo(k, func() *policy.Endpoint { return peerEndpoint(peer, ip) })
 }
 
 // outsideEndpointOf is outsideEndpoint, the same pointer for the same

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"crypto/x509"
 	"net/netip"
 	"testing"
 
@@ -66,6 +67,15 @@ func TestPeersAreResolvedOncePerPolicyVersion(t *testing.T) {
 	}
 	if other := dp.peerEndpointOf(peer, netip.MustParseAddr("10.0.0.3")); other == a {
 		t.Error("another source address shares the endpoint")
+	}
+	// Two certificates of one SPIFFE ID (a rotation, other labels) are
+	// two endpoints: the key is the certificate, not the identity.
+	old := &identity.Peer{ID: peer.ID, Claims: identity.Claims{Labels: map[string]string{"app": "frontend"}},
+		Chain: []*x509.Certificate{{Signature: []byte("old leaf")}}}
+	rotated := &identity.Peer{ID: peer.ID, Claims: identity.Claims{Labels: map[string]string{"app": "other"}},
+		Chain: []*x509.Certificate{{Signature: []byte("new leaf")}}}
+	if e1, e2 := dp.peerEndpointOf(old, ip), dp.peerEndpointOf(rotated, ip); e1 == e2 || e2.Labels["app"] != "other" {
+		t.Error("a new certificate of the same identity got the old certificate's endpoint")
 	}
 	newer := compile("policies: []\n")
 	if dp.subjectOf(newer.Index, a) == first {
