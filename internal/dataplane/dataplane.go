@@ -316,6 +316,13 @@ func (p *podProxy) closeListeners() {
 
 // Detach closes the pod's listeners and removes its rules.
 func (dp *DataPlane) Detach(uid string) error {
+	err := dp.detach(uid)
+	return errors.Join(err, dp.syncProbes())
+}
+
+// detach is Detach but for the node's probe rules, which Close removes
+// once instead of rewriting them for every pod.
+func (dp *DataPlane) detach(uid string) error {
 	dp.mu.Lock()
 	p, ok := dp.pods[uid]
 	delete(dp.pods, uid)
@@ -335,7 +342,7 @@ func (dp *DataPlane) Detach(uid string) error {
 	p.nsMu.Lock()
 	defer p.nsMu.Unlock()
 	p.detached = true
-	return errors.Join(redirect.Remove(vnetns.NsHandle(p.pod.NS.Fd())), dp.syncProbes())
+	return redirect.Remove(vnetns.NsHandle(p.pod.NS.Fd()))
 }
 
 // attached returns the pod with this UID and locks its namespace; the
@@ -434,7 +441,7 @@ func (dp *DataPlane) Close() error {
 	dp.mu.Unlock()
 	var errs []error
 	for _, uid := range uids {
-		errs = append(errs, dp.Detach(uid))
+		errs = append(errs, dp.detach(uid))
 	}
 	errs = append(errs, dp.pool.Close())
 	if dp.cfg.Probes.Source.IsValid() {

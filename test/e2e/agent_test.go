@@ -503,3 +503,19 @@ func (e *echoClient) roundTrip(line string) bool {
 	got, err := e.r.ReadString('\n')
 	return err == nil && got == line+"\n"
 }
+
+// requireRevocationAudited fails t unless the audit log at path holds a
+// certificate-revoked event for the SPIFFE ID id.
+func requireRevocationAudited(t *testing.T, path, id string) {
+	t.Helper()
+	audit, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range bytes.Split(audit, []byte("\n")) {
+		if bytes.Contains(line, []byte(`"certificate-revoked"`)) && bytes.Contains(line, []byte(id)) {
+			return
+		}
+	}
+	t.Fatalf("no certificate-revoked audit event for %s in %s:\n%s", id, path, audit)
+}

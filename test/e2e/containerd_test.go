@@ -322,10 +322,7 @@ func TestNRIContainerd(t *testing.T) {
 			t.Fatal("the server is still registered after crictl stopp/rmp")
 		}
 	}
-	audit, _ := os.ReadFile(filepath.Join(node.dir, "audit.log"))
-	if !bytes.Contains(audit, []byte(`"certificate-revoked"`)) {
-		t.Fatal("no certificate-revoked audit event after the pod was removed")
-	}
+	requireRevocationAudited(t, filepath.Join(node.dir, "audit.log"), server.SPIFFEID)
 }
 
 // hostPeerOf names the node's end of the veth whose other end is ifname in

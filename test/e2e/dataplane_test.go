@@ -375,10 +375,15 @@ func (m *mesh) httpFromNode(t *testing.T, dst netip.AddrPort) (string, error) {
 // plaintextHTTP sends a plaintext GET to dst from ns, as a client outside
 // the mesh would, and returns the server's "hello" line if it answers.
 func plaintextHTTP(ns *netns.NS, dst netip.AddrPort) (string, error) {
-	resp, err := httpGetIn(ns, dst)
+	return helloLine(httpGetIn(ns, dst))
+}
+
+// helloLine is the "hello" line of a test server's answer resp, if it
+// answered, whatever went wrong after; else err (or an unexpected EOF).
+func helloLine(resp string, err error) (string, error) {
 	for _, line := range strings.SplitAfter(resp, "\n") {
 		if strings.HasPrefix(line, "hello") {
-			return line, nil // the server answered, whatever came after
+			return line, nil
 		}
 	}
 	if err == nil {

@@ -406,17 +406,7 @@ func TestKubernetes(t *testing.T) {
 	// Deleting a pod revokes its SVID.
 	k.kubectl("-n", "shop", "delete", "pod", "server", "--wait=true", "--timeout=60s")
 	k.waitAgent("the server to be deregistered", func(st control.Status) bool { _, ok := podNamed(st, "shop", "server"); return !ok })
-	audit, err := os.ReadFile("/var/log/ztcn/audit.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	revoked := false
-	for _, line := range bytes.Split(audit, []byte("\n")) {
-		revoked = revoked || bytes.Contains(line, []byte(`"certificate-revoked"`)) && bytes.Contains(line, []byte(server.SPIFFEID))
-	}
-	if !revoked {
-		t.Fatal("no certificate-revoked audit event for the deleted server pod")
-	}
+	requireRevocationAudited(t, "/var/log/ztcn/audit.log", server.SPIFFEID)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -336,17 +336,7 @@ func TestOCIHookRunc(t *testing.T) {
 	if len(grants) != 0 {
 		t.Fatalf("address grants left behind: %v", grants)
 	}
-	audit, err := os.ReadFile(filepath.Join(node.dir, "audit.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	revoked := false
-	for _, line := range bytes.Split(audit, []byte("\n")) {
-		revoked = revoked || bytes.Contains(line, []byte(`"certificate-revoked"`)) && bytes.Contains(line, []byte(server.SPIFFEID))
-	}
-	if !revoked {
-		t.Fatalf("no certificate-revoked audit event for the deleted server:\n%s", audit)
-	}
+	requireRevocationAudited(t, filepath.Join(node.dir, "audit.log"), server.SPIFFEID)
 }
 
 // TestFaultOCIHookFailsClosed: when the agent is down, or the container's

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -71,33 +72,56 @@ func TestKubeletProbesReachPodsInStrictMode(t *testing.T) {
 // and can receive the answers (NET_ADMIN in its namespace, or ARP
 // poisoning on the bridge) would pass itself off as the kubelet and reach
 // another pod's application in plaintext, past mTLS and policy. The
-// node's rules drop its packets on the bridge. Control: with the node's
-// rules removed, the same attack gets through.
+// node's rules drop its packets, bridged to the victim (pods on one
+// bridge) or routed by the node (CNIs that route). Control: with the
+// node's rules removed, the same attacks get through.
 func TestAttackSpoofedProbeSource(t *testing.T) {
 	m := newMeshWith(t, shopPolicy, dataplane.Strict, true)
 	attacker := m.addPod("batch", 4, map[string]string{"app": "batch"})
 	backend := m.addPod("backend", 3, map[string]string{"app": "backend"})
 	serveHTTPIn(t, backend.ns, backend.name, 8080)
+	serveHTTPIn(t, backend.ns, backend.name, 8081)
 	src := redirect.DefaultProbeSource
 	// The attacker receives what is sent to the probe source: the
 	// victim's answers are routed to it, and it accepts them locally.
 	ipIn(t, backend.ns, "route", "add", src.String()+"/32", "via", attacker.ip.String())
 	ipIn(t, attacker.ns, "route", "add", "local", src.String()+"/32", "dev", "lo")
-	dst := netip.AddrPortFrom(backend.ip, 8080)
-
-	_, err := plaintextFrom(attacker.ns, src, dst)
-	secRow(t, "pod sends from the kubelet probe source (spoofed, answers intercepted)", "dropped on the node's bridge", fmt.Sprintf("error %v", err), err != nil)
-	if err == nil {
-		t.Fatal("a pod passed itself off as the kubelet and reached another pod's application")
+	// Port 8081 is reached through the node, which routes it (a mark
+	// beside the agent's bypass mark picks the route).
+	if err := netns.EnableIPv4Forwarding(m.node.NS()); err != nil {
+		t.Fatal(err)
+	}
+	gw := netip.AddrFrom4([4]byte{m.subnet[0], m.subnet[1], m.subnet[2], 1})
+	nft := exec.Command("ip", "netns", "exec", attacker.ns.Name(), "nft", "-f", "-")
+	nft.Stdin = strings.NewReader("table ip attacker { chain out { type route hook output priority mangle; tcp dport 8081 meta mark set meta mark | 0x70000; }; }\n")
+	if out, err := nft.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	ipIn(t, attacker.ns, "rule", "add", "fwmark", "0x70000/0x70000", "lookup", "7")
+	ipIn(t, attacker.ns, "route", "add", backend.ip.String()+"/32", "via", gw.String(), "table", "7")
+	paths := []struct {
+		name string
+		dst  netip.AddrPort
+	}{
+		{"bridged", netip.AddrPortFrom(backend.ip, 8080)},
+		{"routed by the node", netip.AddrPortFrom(backend.ip, 8081)},
+	}
+	for _, p := range paths {
+		_, err := plaintextFrom(attacker.ns, src, p.dst)
+		secRow(t, "pod sends from the kubelet probe source ("+p.name+", answers intercepted)", "dropped by the node",
+			fmt.Sprintf("error %v", err), err != nil)
+		if err == nil {
+			t.Errorf("%s: a pod passed itself off as the kubelet and reached another pod's application", p.name)
+		}
 	}
 
 	if err := redirect.RemoveNodeProbes(vnetns.NsHandle(m.node.NS().Fd())); err != nil {
 		t.Fatal(err)
 	}
-	if line, err := plaintextFrom(attacker.ns, src, dst); err != nil {
-		t.Fatalf("control: without the node's rules the attack should get through (the test would prove nothing): %v", err)
-	} else if !strings.Contains(line, "hello from backend") {
-		t.Fatalf("control: %q", line)
+	for _, p := range paths {
+		if line, err := plaintextFrom(attacker.ns, src, p.dst); err != nil || !strings.Contains(line, "hello from backend") {
+			t.Errorf("control, %s: without the node's rules the attack should get through (the test would prove nothing): %q %v", p.name, line, err)
+		}
 	}
 }
 
@@ -125,21 +149,8 @@ func plaintextFrom(ns *netns.NS, src netip.Addr, dst netip.AddrPort) (string, er
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
-	buf := make([]byte, 4096)
-	var resp []byte
-	for {
-		n, err := c.Read(buf)
-		resp = append(resp, buf[:n]...)
-		if err != nil {
-			break
-		}
-	}
-	for _, line := range strings.SplitAfter(string(resp), "\n") {
-		if strings.HasPrefix(line, "hello") {
-			return line, nil
-		}
-	}
-	return "", fmt.Errorf("no answer (%d bytes)", len(resp))
+	resp, err := io.ReadAll(c)
+	return helloLine(string(resp), err)
 }
 
 func ipIn(t *testing.T, ns *netns.NS, args ...string) {

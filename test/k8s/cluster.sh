@@ -29,23 +29,7 @@ e2e_settings $E2E_KIND
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift
-while [ $# -gt 0 ]; do
-	case $1 in
-	--nri-plugin-dir)
-		ZTCN_E2E_NRI_PLUGIN_DIR=$(readlink -f "$2")
-		shift 2
-		;;
-	--nri-config-dir)
-		ZTCN_E2E_NRI_CONF_DIR=$(readlink -f "$2")
-		shift 2
-		;;
-	--nri-socket)
-		ZTCN_E2E_NRI_SOCKET=$2
-		shift 2
-		;;
-	*) cmd=usage && break ;;
-	esac
-done
+e2e_nri_flags "$@" || cmd=usage
 
 E2E_RUN=${ZTCN_E2E_RUN:-/run/ztcn-k8s}
 NODE_NAME=${ZTCN_E2E_NODE_NAME:-ztcn-e2e}
@@ -130,45 +114,31 @@ EOF
 # kubeconfig USER FILE [embed]: a kubeconfig for USER's certificate.
 kubeconfig() {
 	local user=$1 file=$2 server="https://$NODE_IP:$APISERVER_PORT"
+	local ca="certificate-authority: $PKI/ca.crt"
+	local cert="client-certificate: $PKI/$user.crt" key="client-key: $PKI/$user.key"
 	if [ "${3:-}" = embed ]; then
-		cat >"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: ztcn-e2e
-  cluster:
-    server: $server
-    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
-users:
-- name: $user
-  user:
-    client-certificate-data: $(base64 -w0 <"$PKI/$user.crt")
-    client-key-data: $(base64 -w0 <"$PKI/$user.key")
-contexts:
-- name: ztcn-e2e
-  context: {cluster: ztcn-e2e, user: $user}
-current-context: ztcn-e2e
-EOF
-	else
-		cat >"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: ztcn-e2e
-  cluster:
-    server: $server
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $user
-  user:
-    client-certificate: $PKI/$user.crt
-    client-key: $PKI/$user.key
-contexts:
-- name: ztcn-e2e
-  context: {cluster: ztcn-e2e, user: $user}
-current-context: ztcn-e2e
-EOF
+		ca="certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")"
+		cert="client-certificate-data: $(base64 -w0 <"$PKI/$user.crt")"
+		key="client-key-data: $(base64 -w0 <"$PKI/$user.key")"
 	fi
+	cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: ztcn-e2e
+  cluster:
+    server: $server
+    $ca
+users:
+- name: $user
+  user:
+    $cert
+    $key
+contexts:
+- name: ztcn-e2e
+  context: {cluster: ztcn-e2e, user: $user}
+current-context: ztcn-e2e
+EOF
 	chmod 600 "$file"
 }
 

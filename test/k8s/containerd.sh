@@ -33,23 +33,7 @@ usage() {
 cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
-while [ $# -gt 0 ]; do
-	case $1 in
-	--nri-plugin-dir)
-		ZTCN_E2E_NRI_PLUGIN_DIR=$(readlink -f "$2")
-		shift 2
-		;;
-	--nri-config-dir)
-		ZTCN_E2E_NRI_CONF_DIR=$(readlink -f "$2")
-		shift 2
-		;;
-	--nri-socket)
-		export ZTCN_E2E_NRI_SOCKET=$2
-		shift 2
-		;;
-	*) usage ;;
-	esac
-done
+e2e_nri_flags "$@" || usage
 e2e_containerd_settings
 
 down() {

@@ -44,6 +44,30 @@ e2e_arch() {
 	esac
 }
 
+# e2e_nri_flags ARGS...: the --nri-plugin-dir, --nri-config-dir and
+# --nri-socket flags of containerd.sh and cluster.sh up, into the
+# ZTCN_E2E_NRI_* variables. Returns 1 at the first argument it does not
+# know.
+e2e_nri_flags() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--nri-plugin-dir)
+			ZTCN_E2E_NRI_PLUGIN_DIR=$(readlink -f "$2")
+			shift 2
+			;;
+		--nri-config-dir)
+			ZTCN_E2E_NRI_CONF_DIR=$(readlink -f "$2")
+			shift 2
+			;;
+		--nri-socket)
+			export ZTCN_E2E_NRI_SOCKET=$2
+			shift 2
+			;;
+		*) return 1 ;;
+		esac
+	done
+}
+
 # e2e_settings KIND: clean the environment of containerd.sh / cluster.sh.
 # The scripts pass sockets and configs explicitly, so the client variables a
 # sourced env file exports (CONTAINER_RUNTIME_ENDPOINT, ...) are dropped. A

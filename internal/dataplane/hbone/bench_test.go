@@ -201,23 +201,10 @@ func BenchmarkNewConnection(b *testing.B) {
 	pingPong(b, warm)
 	warm.Close()
 	var bl, pooled baseline
-	run := func(b *testing.B, addr netip.AddrPort) {
-		lat := make([]time.Duration, b.N)
-		b.ResetTimer()
-		for i := range b.N {
-			start := time.Now()
-			c := dialTCPConn(b, addr)
-			pingPong(b, c)
-			c.Close()
-			lat[i] = time.Since(start)
-		}
-		b.StopTimer()
-		reportPercentiles(b, lat)
-	}
-	b.Run("tcp", func(b *testing.B) { run(b, e.app); bl.record(b) })
+	b.Run("tcp", func(b *testing.B) { newConnections(b, e.app); bl.record(b) })
 	b.Run("hbone", func(b *testing.B) {
 		before := e.pool.Stats().Handshakes
-		run(b, out)
+		newConnections(b, out)
 		bl.report(b)
 		pooled.record(b)
 		if n := e.pool.Stats().Handshakes - before; n != 0 {
@@ -225,7 +212,7 @@ func BenchmarkNewConnection(b *testing.B) {
 		}
 	})
 	b.Run("hbone-wait", func(b *testing.B) {
-		run(b, waiting)
+		newConnections(b, waiting)
 		bl.report(b)
 		if pooled.nsPerOp > 0 {
 			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
@@ -280,26 +267,29 @@ func BenchmarkNewConnectionAcrossNodes(b *testing.B) {
 		c.Close()
 	}
 	var wait baseline
-	run := func(b *testing.B, addr netip.AddrPort) {
-		lat := make([]time.Duration, b.N)
-		b.ResetTimer()
-		for i := range b.N {
-			start := time.Now()
-			c := dialTCPConn(b, addr)
-			pingPong(b, c)
-			c.Close()
-			lat[i] = time.Since(start)
-		}
-		b.StopTimer()
-		reportPercentiles(b, lat)
-	}
-	b.Run("hbone-wait", func(b *testing.B) { run(b, waiting); wait.record(b) })
+	b.Run("hbone-wait", func(b *testing.B) { newConnections(b, waiting); wait.record(b) })
 	b.Run("hbone", func(b *testing.B) {
-		run(b, early)
+		newConnections(b, early)
 		if wait.nsPerOp > 0 {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/wait.nsPerOp, "x-wait-time")
 		}
 	})
+}
+
+// newConnections times b.N times: connect to addr, one 100-byte round
+// trip, close; and reports the percentiles.
+func newConnections(b *testing.B, addr netip.AddrPort) {
+	lat := make([]time.Duration, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		c := dialTCPConn(b, addr)
+		pingPong(b, c)
+		c.Close()
+		lat[i] = time.Since(start)
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat)
 }
 
 // sink reads until EOF and answers the byte count (8 bytes, big endian).
